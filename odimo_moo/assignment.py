@@ -1,0 +1,153 @@
+"""Trainable channel-to-unit assignments of one split layer.
+
+An assignment turns its parameters into a mask ``m`` of shape ``[C, K]``: ``m[c, k]`` is how much
+output channel ``c`` comes from unit ``k``. Hard masks are one-hot per channel with straight-through
+gradients. Two parametrizations:
+
+* :class:`ThermometricAssignment` (ODiMO journal version): contiguous channel ranges per unit, one
+  thermometer per boundary between consecutive units.
+* :class:`SoftmaxAssignment` (ISLPED version): free per-channel choice, softmax over units,
+  optionally Gumbel-noised and temperature-annealed.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import UsageError
+
+INIT_STRATEGIES = ("first", "balanced", "random")
+
+
+def initial_counts(channels: int, units: int, init: str | Sequence[int], generator: torch.Generator | None) -> list[int]:
+    """Channels per unit for an init strategy: ``first`` (all on unit 0; callers pick the order),
+    ``balanced`` (as equal as possible), ``random`` (uniform random contiguous split) or explicit counts."""
+    if not isinstance(init, str):
+        counts = [int(c) for c in init]
+        if len(counts) != units or sum(counts) != channels or min(counts) < 0:
+            raise UsageError(f"initial split {counts} must have {units} non-negative counts adding up to {channels}")
+        return counts
+    if init == "first":
+        return [channels] + [0] * (units - 1)
+    if init == "balanced":
+        base, extra = divmod(channels, units)
+        return [base + (1 if k < extra else 0) for k in range(units)]
+    if init == "random":
+        cuts = torch.randint(0, channels + 1, (units - 1,), generator=generator).sort().values.tolist()
+        bounds = [0] + cuts + [channels]
+        return [bounds[k + 1] - bounds[k] for k in range(units)]
+    raise UsageError(f"unknown assignment init {init!r}; choose one of {', '.join(INIT_STRATEGIES)} or give counts")
+
+
+def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """``hard`` forward, gradient of ``soft``."""
+    return soft + (hard - soft).detach()
+
+
+def contiguous_mask(counts: Sequence[int], device: torch.device | None = None) -> torch.Tensor:
+    """Hard ``[C, K]`` mask giving unit k the channels after units 0..k-1's."""
+    unit_of_channel = torch.repeat_interleave(torch.arange(len(counts), device=device),
+                                              torch.tensor(list(counts), device=device))
+    return F.one_hot(unit_of_channel, len(counts)).float()
+
+
+class Assignment(nn.Module):
+    """Base class: parameters that assign each of ``channels`` outputs to one of ``units``."""
+
+    def __init__(self, channels: int, units: int) -> None:
+        super().__init__()
+        if units < 2:
+            raise UsageError(f"a split layer needs at least 2 units, got {units}")
+        self.channels = channels
+        self.units = units
+
+    @abstractmethod
+    def mask(self) -> torch.Tensor:
+        """The current ``[C, K]`` mask (hard one-hot with straight-through gradient when ``hard``)."""
+
+    def hard_assignment(self) -> torch.Tensor:
+        """Unit index of every channel ``[C]`` (argmax of the noise-free mask)."""
+        with torch.no_grad():
+            return self.mask().argmax(dim=1)
+
+
+class ThermometricAssignment(Assignment):
+    """Contiguous ranges: unit 0 gets channels ``[0, p_1)``, unit k gets ``[p_k, p_{k+1})``.
+
+    Boundary j has parameters ``alpha_j`` in R^C; ``theta_j[i] = sum_{l >= i} |alpha_j[l]|`` is
+    non-increasing, and ``b_j = 1[theta_j > 0.5]`` (straight-through) is a prefix of ones of length
+    ``p_j``. Prefixes are nested by a running maximum so that ``p_1 <= p_2 <= ...``. Initial alphas are
+    all strictly positive (never at the dead point 0 of ``|.|``).
+    """
+
+    def __init__(self, channels: int, units: int, init: str | Sequence[int] = "first",
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__(channels, units)
+        counts = initial_counts(channels, units, init, generator)
+        prefixes = torch.tensor(counts[:-1], dtype=torch.float32).cumsum(0)
+        # Uniform alphas s/C give theta_i = s * (C - i) / C, which crosses 0.5 between i = p - 1 and p.
+        scale = channels / (2.0 * (channels - prefixes + 0.5))
+        self.alpha = nn.Parameter((scale / channels).unsqueeze(1).repeat(1, channels))
+
+    def thresholds(self) -> torch.Tensor:
+        """``theta`` of shape ``[K-1, C]``."""
+        return self.alpha.abs().flip(1).cumsum(1).flip(1)
+
+    def mask(self) -> torch.Tensor:
+        theta = self.thresholds()
+        prefix = straight_through((theta > 0.5).float(), theta)
+        # Nested prefixes: P_j = 1 - prod_{l <= j} (1 - b_l), a running "or" that keeps gradients.
+        nested = 1.0 - torch.cumprod(1.0 - prefix, dim=0)
+        first = nested[:1]
+        middle = nested[1:] - nested[:-1]
+        last = 1.0 - nested[-1:]
+        return torch.cat([first, middle, last], dim=0).t()
+
+
+class SoftmaxAssignment(Assignment):
+    """Per-channel logits over units; softmax (optionally Gumbel) with an annealed temperature."""
+
+    def __init__(self, channels: int, units: int, init: str | Sequence[int] = "first", hard: bool = True,
+                 gumbel: bool = False, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__(channels, units)
+        counts = initial_counts(channels, units, init, generator)
+        self.alpha = nn.Parameter(contiguous_mask(counts))
+        self.hard = hard
+        self.gumbel = gumbel
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    def set_temperature(self, temperature: float) -> None:
+        self.temperature.fill_(float(temperature))
+
+    def mask(self) -> torch.Tensor:
+        logits = self.alpha
+        if self.gumbel and self.training:
+            uniform = torch.rand_like(logits).clamp(1e-10, 1.0 - 1e-10)
+            logits = logits - torch.log(-torch.log(uniform))
+        soft = torch.softmax(logits / self.temperature, dim=1)
+        if not self.hard:
+            return soft
+        hard = F.one_hot(soft.argmax(dim=1), self.units).to(soft.dtype)
+        return straight_through(hard, soft)
+
+    def hard_assignment(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.alpha.argmax(dim=1)
+
+
+PARAMETRIZATIONS = {"thermometric": ThermometricAssignment, "softmax": SoftmaxAssignment}
+
+
+def make_assignment(parametrization: str, channels: int, units: int, init: str | Sequence[int],
+                    generator: torch.Generator | None = None, **options: object) -> Assignment:
+    """Build an assignment by parametrization name (``thermometric`` or ``softmax``)."""
+    if parametrization not in PARAMETRIZATIONS:
+        raise UsageError(f"unknown parametrization {parametrization!r}; choose one of "
+                         f"{', '.join(PARAMETRIZATIONS)}")
+    return PARAMETRIZATIONS[parametrization](channels, units, init=init, generator=generator, **options)

@@ -1,0 +1,1 @@
+"""``odimo`` subcommands: each module defines ``add_parser(subparsers)`` and ``run(args) -> int``."""

@@ -1,0 +1,335 @@
+"""Searchable models: any ``nn.Module`` traced with torch.fx, its splittable layers replaced by
+:class:`~odimo_moo.split_layer.SplitLayer` over the SoC's compute units.
+
+``ODiMO(model, soc, input_shape)`` follows PLiNIO's shape: ``.cost``, ``nas_parameters()``,
+``net_parameters()``, ``export()``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from .assignment import make_assignment, initial_counts
+from .cost_primitives import hard_max, smooth_max
+from .errors import UsageError
+from .layer_spec import LayerSpec, LayerTable
+from .quantizers import FLOAT
+from .soc import SoC
+from .split_layer import MaskMode, SplitLayer
+
+METRICS = ("latency", "energy")
+
+_RELU_MODULES = (nn.ReLU, nn.ReLU6)
+_RELU_FUNCTIONS = (F.relu, torch.relu, F.relu6)
+_SIGN_PRESERVING_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity,
+                            nn.Dropout)
+_SIGN_PRESERVING_FUNCTIONS = (torch.flatten, F.adaptive_avg_pool2d, F.avg_pool2d, F.max_pool2d)
+
+
+@dataclass(frozen=True)
+class FixedLayer:
+    """A layer that is not searched, costed with all its channels on one unit."""
+
+    name: str
+    spec: LayerSpec
+    unit: int
+
+
+def _input_is_non_negative(node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
+    """Whether the tensor feeding ``node`` comes out of a ReLU (possibly through pooling/flatten)."""
+    source = node.args[0] if node.args else None
+    while isinstance(source, fx.Node):
+        if source.op == "call_module":
+            module = modules[str(source.target)]
+            if isinstance(module, _RELU_MODULES):
+                return True
+            if not isinstance(module, _SIGN_PRESERVING_MODULES):
+                return False
+        elif source.op == "call_function":
+            if source.target in _RELU_FUNCTIONS:
+                return True
+            if source.target not in _SIGN_PRESERVING_FUNCTIONS:
+                return False
+        elif source.op == "call_method":
+            if source.target in ("relu", "relu_"):
+                return True
+            if source.target not in ("flatten", "view", "reshape"):
+                return False
+        else:
+            return False
+        source = source.args[0] if source.args else None
+    return False
+
+
+def _output_size(node: fx.Node) -> tuple[int, int]:
+    shape = node.meta["tensor_meta"].shape
+    return (int(shape[2]), int(shape[3])) if len(shape) == 4 else (1, 1)
+
+
+class ODiMO(nn.Module):
+    """A model whose splittable layers learn which compute unit produces each output channel.
+
+    Args:
+        model: any fx-traceable ``nn.Module`` (copied; the original is left untouched).
+        soc: the target SoC; its units decide which layers are split and what each runs.
+        input_shape: shape of one input without the batch dimension, e.g. ``(3, 32, 32)``.
+        parametrization: ``"thermometric"`` (contiguous ranges) or ``"softmax"`` (per channel).
+        init: ``"first"`` / ``"balanced"`` / ``"random"``, or a unit name to put every channel there.
+        metric: the default cost of :attr:`cost` (``"latency"`` cycles or ``"energy"`` microjoules).
+        quantize: use each unit's data format (False: float everywhere).
+        exclude: layer names (fx qualified names) or module types never to split.
+        fold: run one op over mixed weights when the units' input formats agree
+            (``None``: whenever possible; ``False``: always run every unit's branch).
+        seed: seeds the random init.
+        assignment_options: extra options of the parametrization (e.g. ``gumbel``, ``temperature``).
+    """
+
+    def __init__(self, model: nn.Module, soc: SoC, input_shape: Sequence[int], *,
+                 parametrization: str = "thermometric", init: str = "first", metric: str = "latency",
+                 quantize: bool = True, exclude: Sequence[str | type] = (), fold: bool | None = None,
+                 seed: int = 0, relative_temperature: float = 0.02,
+                 assignment_options: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        if metric not in METRICS:
+            raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        self.soc = soc
+        self.metric = metric
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.relative_temperature = relative_temperature
+        generator = torch.Generator().manual_seed(seed)
+        graph_module = fx.symbolic_trace(copy.deepcopy(model))
+        ShapeProp(graph_module).propagate(torch.zeros((1,) + self.input_shape))
+        modules = dict(graph_module.named_modules())
+        excluded_names = {e for e in exclude if isinstance(e, str)}
+        excluded_types = tuple(e for e in exclude if isinstance(e, type))
+        unknown = excluded_names - set(modules)
+        if unknown:
+            raise UsageError(f"cannot exclude unknown layer(s) {', '.join(sorted(unknown))}; "
+                             f"layer names look like {', '.join(list(modules)[1:4])}")
+        self.split_names: list[str] = []
+        self.fixed_layers: list[FixedLayer] = []
+        for node in graph_module.graph.nodes:
+            if node.op != "call_module":
+                continue
+            module = modules[str(node.target)]
+            if not isinstance(module, (nn.Conv2d, nn.Linear)):
+                continue
+            name = str(node.target)
+            spec = LayerSpec.from_module(module, _output_size(node))
+            units = soc.supporting_units(spec)
+            splittable = len(units) >= 2 and (spec.groups == 1 or spec.is_depthwise)
+            if not splittable or name in excluded_names or isinstance(module, excluded_types):
+                self.fixed_layers.append(FixedLayer(name, spec, soc.fixed_unit(spec)))
+                continue
+            non_negative = _input_is_non_negative(node, modules)
+            split = self._make_split(module, spec, units, non_negative, parametrization, init, quantize,
+                                     fold, generator, assignment_options or {})
+            graph_module.add_submodule(name, split)
+            self.split_names.append(name)
+        graph_module.recompile()
+        self.model = graph_module
+        self._split_table = LayerTable.from_specs([self.split_layer(n).spec for n in self.split_names])
+        self._fixed_costs = self._cost_of_fixed_layers()
+
+    def _make_split(self, module: nn.Module, spec: LayerSpec, units: Sequence[int], non_negative: bool,
+                    parametrization: str, init: str, quantize: bool, fold: bool | None,
+                    generator: torch.Generator, options: Mapping[str, Any]) -> SplitLayer:
+        soc_units = [self.soc.units[i] for i in units]
+        formats = [u.data_format if quantize else FLOAT for u in soc_units]
+        alternatives = [u.alternative(spec).build(module, f.weight_quantizer(spec.out_channels))
+                        for u, f in zip(soc_units, formats)]
+        input_quantizers = [f.activation_quantizer(signed=not non_negative) for f in formats]
+        same_input = len({f.activation_bits for f in formats}) == 1
+        if fold and not same_input:
+            raise UsageError(f"cannot fold layer {spec.describe()}: its units read different input formats")
+        if init in self.soc.unit_names:
+            counts = [spec.out_channels if self.soc.units[i].name == init else 0 for i in units]
+            if sum(counts) == 0:
+                raise UsageError(f"init unit {init!r} cannot run layer {spec.describe()}")
+            init_arg: Any = counts
+        else:
+            init_arg = initial_counts(spec.out_channels, len(units), init, generator)
+        assignment = make_assignment(parametrization, spec.out_channels, len(units), init_arg,
+                                     generator=generator, **options)
+        return SplitLayer(module, spec, units, alternatives, input_quantizers, assignment,
+                          fold=same_input if fold is None else fold,
+                          contiguous_sampling=parametrization == "thermometric")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    # ----------------------------------------------------------------- structure
+    def split_layer(self, name: str) -> SplitLayer:
+        module = self.model.get_submodule(name)
+        if not isinstance(module, SplitLayer):
+            raise UsageError(f"{name!r} is not a split layer; split layers: {', '.join(self.split_names)}")
+        return module
+
+    def split_layers(self) -> Iterator[tuple[str, SplitLayer]]:
+        for name in self.split_names:
+            yield name, self.split_layer(name)
+
+    def nas_parameters(self) -> Iterator[nn.Parameter]:
+        """The assignment parameters (trained with their own optimizer, no weight decay)."""
+        for _, layer in self.split_layers():
+            yield from layer.assignment.parameters()
+
+    def net_parameters(self) -> Iterator[nn.Parameter]:
+        """Every other parameter (weights, biases, quantizer scales)."""
+        nas = {id(p) for p in self.nas_parameters()}
+        for parameter in self.parameters():
+            if id(parameter) not in nas:
+                yield parameter
+
+    def set_mode(self, mode: MaskMode | str) -> None:
+        """``search`` (trainable mapping), ``sample`` (random split per forward) or ``fixed``."""
+        mode = MaskMode(mode)
+        if mode is MaskMode.FIXED:
+            self.freeze_mapping()
+            return
+        for _, layer in self.split_layers():
+            layer.set_mode(mode)
+
+    def freeze_mapping(self) -> None:
+        """Fix every layer's mapping to the current hard assignment."""
+        for _, layer in self.split_layers():
+            layer.fix(layer.units_of_channels())
+
+    def force_mapping(self, mapping: Mapping[str, Sequence[int] | torch.Tensor]) -> None:
+        """Fix layers to given mappings: per layer, the SoC unit index of every output channel."""
+        unknown = set(mapping) - set(self.split_names)
+        if unknown:
+            raise UsageError(f"mapping names unknown layer(s): {', '.join(sorted(unknown))}")
+        for name, units in mapping.items():
+            layer = self.split_layer(name)
+            global_units = torch.as_tensor(units, dtype=torch.long, device=layer.unit_indices.device)
+            lookup = torch.full((len(self.soc.units),), -1, dtype=torch.long, device=global_units.device)
+            lookup[layer.unit_indices] = torch.arange(layer.num_units, device=global_units.device)
+            local = lookup[global_units]
+            if bool((local < 0).any()):
+                raise UsageError(f"layer {name!r} can only use units "
+                                 f"{[self.soc.units[i].name for i in layer.unit_indices.tolist()]}")
+            layer.fix(local)
+
+    def force_counts(self, counts: Mapping[str, Sequence[int]]) -> None:
+        """Fix layers to contiguous splits: per layer, channels on each of the layer's units in order."""
+        mapping = {}
+        for name, per_unit in counts.items():
+            layer = self.split_layer(name)
+            if len(per_unit) != layer.num_units or sum(per_unit) != layer.channels or min(per_unit) < 0:
+                raise UsageError(f"layer {name!r}: counts {list(per_unit)} must be {layer.num_units} "
+                                 f"non-negative numbers adding up to {layer.channels}")
+            local = torch.repeat_interleave(torch.arange(layer.num_units), torch.tensor(list(per_unit)))
+            mapping[name] = layer.unit_indices.cpu()[local]
+        self.force_mapping(mapping)
+
+    # ----------------------------------------------------------------- cost
+    def unit_counts(self) -> torch.Tensor:
+        """Channels on every SoC unit for every split layer, ``[K, L]`` (differentiable in search mode)."""
+        columns = []
+        for _, layer in self.split_layers():
+            full = layer.channel_counts().new_zeros(len(self.soc.units))
+            columns.append(full.index_add(0, layer.unit_indices, layer.channel_counts()))
+        if not columns:
+            return torch.zeros(len(self.soc.units), 0)
+        return torch.stack(columns, dim=1)
+
+    def searched_cost(self, smooth: bool = True) -> dict[str, torch.Tensor]:
+        """Latency (cycles) and energy (microjoules) per split layer, ``[L]`` each."""
+        counts = self.unit_counts().to(torch.float64)
+        table = self._split_table.to(counts.device) if len(self.split_names) else self._split_table
+        cycles = self.soc.unit_cycles(table, counts)
+        latency = smooth_max(cycles, 0, self.relative_temperature) if smooth else hard_max(cycles, 0)
+        energy = self.soc.to_microjoules(self.soc.energy(cycles, latency))
+        return {"latency": latency, "energy": energy, "unit_cycles": cycles}
+
+    def _cost_of_fixed_layers(self) -> dict[str, float]:
+        if not self.fixed_layers:
+            return {"latency": 0.0, "energy": 0.0}
+        table = LayerTable.from_specs([f.spec for f in self.fixed_layers])
+        counts = torch.zeros(len(self.soc.units), len(self.fixed_layers), dtype=torch.float64)
+        for column, fixed in enumerate(self.fixed_layers):
+            counts[fixed.unit, column] = fixed.spec.out_channels
+        cycles = self.soc.unit_cycles(table, counts)
+        latency = hard_max(cycles, 0)
+        energy = self.soc.to_microjoules(self.soc.energy(cycles, latency))
+        return {"latency": float(latency.sum()), "energy": float(energy.sum())}
+
+    def cost_of(self, metric: str | None = None, smooth: bool = True, include_fixed: bool = True) -> torch.Tensor:
+        """Network cost for ``metric`` (default: the model's), summed over layers."""
+        metric = metric or self.metric
+        if metric not in METRICS:
+            raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        total = self.searched_cost(smooth=smooth)[metric].sum()
+        if include_fixed:
+            total = total + self._fixed_costs[metric]
+        return total
+
+    @property
+    def cost(self) -> torch.Tensor:
+        """The differentiable cost used in the loss (smooth max, whole network)."""
+        return self.cost_of(smooth=True)
+
+    @torch.no_grad()
+    def cost_report(self) -> dict[str, Any]:
+        """Hard-max latency and energy of the current hard mapping: whole network and searched layers."""
+        modes = {name: layer.mode for name, layer in self.split_layers()}
+        snapshot = {name: layer.fixed_units.clone() for name, layer in self.split_layers()}
+        try:
+            self.freeze_mapping()
+            searched = self.searched_cost(smooth=False)
+        finally:
+            for name, layer in self.split_layers():
+                layer.fixed_units.copy_(snapshot[name])
+                layer.set_mode(modes[name])
+        latency = float(searched["latency"].sum())
+        energy = float(searched["energy"].sum())
+        return {
+            "latency_cycles": latency + self._fixed_costs["latency"],
+            "energy_uj": energy + self._fixed_costs["energy"],
+            "searched_latency_cycles": latency,
+            "searched_energy_uj": energy,
+            "fixed_latency_cycles": self._fixed_costs["latency"],
+            "fixed_energy_uj": self._fixed_costs["energy"],
+            "layers": {
+                name: {"latency_cycles": float(searched["latency"][i]), "energy_uj": float(searched["energy"][i]),
+                       "unit_cycles": {u.name: float(searched["unit_cycles"][k, i])
+                                       for k, u in enumerate(self.soc.units)}}
+                for i, name in enumerate(self.split_names)
+            },
+        }
+
+    # ----------------------------------------------------------------- mapping and export
+    @torch.no_grad()
+    def mapping(self) -> dict[str, dict[str, list[int]]]:
+        """Per split layer, per unit name, the output channel indices it produces."""
+        result: dict[str, dict[str, list[int]]] = {}
+        for name, layer in self.split_layers():
+            local = layer.units_of_channels().cpu()
+            units = layer.unit_indices.cpu()
+            result[name] = {self.soc.units[int(units[k])].name: torch.nonzero(local == k).flatten().tolist()
+                            for k in range(layer.num_units)}
+        return result
+
+    def channel_split(self) -> dict[str, dict[str, int]]:
+        """Per split layer, per unit name, how many channels it produces."""
+        return {name: {unit: len(channels) for unit, channels in per_unit.items()}
+                for name, per_unit in self.mapping().items()}
+
+    @torch.no_grad()
+    def export(self) -> fx.GraphModule:
+        """A plain network: each split layer replaced by per-unit sub-layers holding their channels."""
+        exported = copy.deepcopy(self.model)
+        for name in self.split_names:
+            split = exported.get_submodule(name)
+            exported.add_submodule(name, split.export())
+        exported.recompile()
+        return exported

@@ -1,0 +1,158 @@
+"""A searched Conv2d/Linear whose output channels are split among compute units."""
+
+from __future__ import annotations
+
+import enum
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .alternatives import Alternative, run_dense
+from .assignment import Assignment, contiguous_mask
+from .layer_spec import LayerSpec
+
+
+class MaskMode(enum.Enum):
+    """Where a split layer's channel-to-unit mask comes from."""
+
+    SEARCH = "search"  # the trainable assignment
+    SAMPLE = "sample"  # a fresh random split at every forward (warmup)
+    FIXED = "fixed"  # a frozen mapping (fine-tune, one-shot evaluation of a given mapping)
+
+
+class SplitLayer(nn.Module):
+    """Mixes, per output channel, the outputs of every unit's alternative of one layer.
+
+    ``y[:, c] = sum_k m[c, k] * alt_k(q_k(x))[:, c]``. When all units read the same input format
+    (``fold``), this is computed as ONE op over the mixed weights ``sum_k m[c, k] * W_k[c]``.
+    The wrapped ``layer`` keeps the original op's configuration and the shared weight and bias.
+    """
+
+    def __init__(self, layer: nn.Module, spec: LayerSpec, unit_indices: Sequence[int],
+                 alternatives: Sequence[Alternative], input_quantizers: Sequence[nn.Module],
+                 assignment: Assignment, fold: bool, contiguous_sampling: bool) -> None:
+        super().__init__()
+        self.layer = layer
+        self.spec = spec
+        self.alternatives = nn.ModuleList(alternatives)
+        self.input_quantizers = nn.ModuleList(input_quantizers[:1] if fold else input_quantizers)
+        self.assignment = assignment
+        self.fold = fold
+        self.contiguous_sampling = contiguous_sampling
+        self.mode = MaskMode.SEARCH
+        self.register_buffer("unit_indices", torch.tensor(list(unit_indices), dtype=torch.long))
+        self.register_buffer("fixed_units", torch.zeros(spec.out_channels, dtype=torch.long))
+
+    @property
+    def channels(self) -> int:
+        return self.spec.out_channels
+
+    @property
+    def num_units(self) -> int:
+        return len(self.alternatives)
+
+    def set_mode(self, mode: MaskMode) -> None:
+        self.mode = mode
+
+    def fix(self, units_of_channels: torch.Tensor) -> None:
+        """Freeze the mapping: ``units_of_channels[c]`` is the local unit index of channel ``c``."""
+        if units_of_channels.shape != (self.channels,):
+            raise ValueError(f"expected {self.channels} unit indices, got shape {tuple(units_of_channels.shape)}")
+        if int(units_of_channels.min()) < 0 or int(units_of_channels.max()) >= self.num_units:
+            raise ValueError(f"unit indices must be in [0, {self.num_units})")
+        self.fixed_units.copy_(units_of_channels.to(self.fixed_units.device))
+        self.mode = MaskMode.FIXED
+
+    def sampled_mask(self) -> torch.Tensor:
+        device = self.fixed_units.device
+        if self.contiguous_sampling:
+            cuts = torch.randint(0, self.channels + 1, (self.num_units - 1,), device=device).sort().values
+            bounds = torch.cat([cuts.new_zeros(1), cuts, cuts.new_full((1,), self.channels)])
+            return contiguous_mask(torch.diff(bounds).tolist(), device=device)
+        units = torch.randint(0, self.num_units, (self.channels,), device=device)
+        return nn.functional.one_hot(units, self.num_units).float()
+
+    def mask(self) -> torch.Tensor:
+        """The ``[C, K]`` mask of the current mode."""
+        if self.mode is MaskMode.SEARCH:
+            return self.assignment.mask()
+        if self.mode is MaskMode.SAMPLE:
+            return self.sampled_mask()
+        return nn.functional.one_hot(self.fixed_units, self.num_units).float()
+
+    def units_of_channels(self) -> torch.Tensor:
+        """Local unit index of each channel under the current (noise-free) mapping."""
+        if self.mode is MaskMode.FIXED:
+            return self.fixed_units.clone()
+        return self.assignment.hard_assignment()
+
+    def channel_counts(self) -> torch.Tensor:
+        """Channels per local unit ``[K]``, differentiable w.r.t. the assignment in search mode."""
+        if self.mode is MaskMode.SEARCH:
+            return self.assignment.mask().sum(dim=0)
+        return torch.bincount(self.units_of_channels(), minlength=self.num_units).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.mask().to(x.dtype)
+        weight, bias = self.layer.weight, self.layer.bias
+        if self.fold:
+            dense = torch.stack([alt.dense_weight(weight) for alt in self.alternatives], dim=1)
+            mixed = (mask.view(mask.shape + (1,) * (weight.dim() - 1)) * dense).sum(dim=1)
+            return run_dense(self.layer, self.input_quantizers[0](x), mixed, bias)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        output = 0
+        for k, (alt, quantizer) in enumerate(zip(self.alternatives, self.input_quantizers)):
+            branch = run_dense(self.layer, quantizer(x), alt.dense_weight(weight), bias)
+            output = output + mask[:, k].view(shape) * branch
+        return output
+
+    @torch.no_grad()
+    def export(self) -> "ExportedSplit":
+        """Plain per-unit sub-layers holding exactly their channels, under the current hard mapping."""
+        units = self.units_of_channels()
+        branches, order = [], []
+        for k, alt in enumerate(self.alternatives):
+            channels = torch.nonzero(units == k).flatten()
+            if channels.numel() == 0:
+                continue
+            sub = alt.export(self.layer, self.layer.weight, self.layer.bias, channels)
+            quantizer = self.input_quantizers[0 if self.fold else k]
+            branches.append(ExportedBranch(int(self.unit_indices[k]), quantizer, sub))
+            order.append(channels)
+        permutation = torch.cat(order)
+        inverse = torch.empty_like(permutation)
+        inverse[permutation] = torch.arange(permutation.numel(), device=permutation.device)
+        return ExportedSplit(branches, inverse)
+
+
+class ExportedBranch(nn.Module):
+    """One unit's share of an exported layer: its input format, then its sub-layer."""
+
+    def __init__(self, unit_index: int, input_quantizer: nn.Module, layer: nn.Module) -> None:
+        super().__init__()
+        self.unit_index = unit_index
+        self.input_quantizer = input_quantizer
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(self.input_quantizer(x))
+
+
+class ExportedSplit(nn.Module):
+    """Concatenates the branches' channels and permutes them back to the layer's channel order."""
+
+    def __init__(self, branches: Sequence[ExportedBranch], inverse_permutation: torch.Tensor) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+        contiguous = bool(torch.equal(inverse_permutation, torch.arange(inverse_permutation.numel(),
+                                                                        device=inverse_permutation.device)))
+        self.needs_permutation = not contiguous
+        self.register_buffer("inverse_permutation", inverse_permutation.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = [branch(x) for branch in self.branches]
+        y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+        if self.needs_permutation:
+            y = y.index_select(1, self.inverse_permutation)
+        return y

@@ -1,0 +1,1 @@
+"""Study drivers (Optuna, pymoo), configuration and reports."""

@@ -1,0 +1,1 @@
+"""Built-in search-strategy plugins (installed as ``odimo_moo.plugins``)."""

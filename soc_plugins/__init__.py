@@ -1,0 +1,1 @@
+"""Built-in SoC plugins (installed as ``odimo_moo.soc_plugins``)."""

@@ -1,0 +1,73 @@
+"""Darkside (65 nm): 8-core RISC-V cluster + DepthWise Engine (DWE), 260 MHz.
+
+Formulas and constants: DESIGN.md section 2.4. The cluster's im2col term is gated, so a layer with
+no channels on the cluster costs it nothing (the reference charged it anyway).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from odimo_moo.alternatives import AlternativeFactory, Depthwise, SameOp
+from odimo_moo.cost_primitives import gate, ste_ceil
+from odimo_moo.hookspecs import hookimpl
+from odimo_moo.layer_spec import LayerSpec, LayerTable, OpKind
+from odimo_moo.quantizers import IntFormat
+from odimo_moo.soc import FormulaUnit, SoC
+
+FREQUENCY_HZ = 260e6
+CLUSTER_MW = 168.0
+DWE_MW = 118.0
+IDLE_MW = 1.32
+
+
+def cluster_cycles(layers: LayerTable, n: torch.Tensor) -> torch.Tensor:
+    """ceil(Ho/2)*ceil(Wo/8) * (gate(n)*2*k*k*Cin + ceil(n/4)*(14*ceil(k*k*Cin/4) + 15)); Cin per group."""
+    kernel = layers.kh * layers.kw
+    cin = layers.in_channels / layers.groups
+    tiles = torch.ceil(layers.ho / 2) * torch.ceil(layers.wo / 8)
+    im2col = gate(n) * 2 * kernel * cin
+    matmul = ste_ceil(n / 4) * (14 * torch.ceil(kernel * cin / 4) + 15)
+    return tiles * (im2col + matmul)
+
+
+def dwe_cycles(layers: LayerTable, n: torch.Tensor) -> torch.Tensor:
+    """ceil(n/16) * (9 + 9*Wo + 4*Ho*Wo) for a 3x3 depthwise conv."""
+    return ste_ceil(n / 16) * (9 + 9 * layers.wo + 4 * layers.ho * layers.wo)
+
+
+def _cluster_supports(spec: LayerSpec) -> bool:
+    return True
+
+
+def _dwe_supports(spec: LayerSpec) -> bool:
+    square_3x3 = spec.op is OpKind.CONV2D and spec.kernel_size == (3, 3)
+    return square_3x3 and (spec.is_depthwise or (spec.groups == 1 and spec.in_channels == spec.out_channels))
+
+
+def _dwe_alternative(spec: LayerSpec) -> AlternativeFactory:
+    return SameOp() if spec.is_depthwise else Depthwise()
+
+
+class DarksideSoC(SoC):
+    """Fixed (unsearched) depthwise layers run on the DWE, everything else on the cluster."""
+
+    def fixed_unit(self, spec: LayerSpec) -> int:
+        if spec.is_depthwise and _dwe_supports(spec):
+            return self.unit_index("dwe")
+        return self.unit_index("cluster")
+
+
+def build_darkside() -> DarksideSoC:
+    units = [
+        FormulaUnit("cluster", cluster_cycles, _cluster_supports, CLUSTER_MW, IDLE_MW, IntFormat(8, 8)),
+        FormulaUnit("dwe", dwe_cycles, _dwe_supports, DWE_MW, IDLE_MW, IntFormat(8, 8),
+                    alternative_for=_dwe_alternative),
+    ]
+    return DarksideSoC("darkside", units, FREQUENCY_HZ, default_unit="cluster",
+                       description="Darkside: 8-core RISC-V cluster + 3x3 depthwise engine")
+
+
+@hookimpl
+def odimo_register_socs() -> list[SoC]:
+    return [build_darkside()]
