@@ -94,13 +94,43 @@ class ActivationQuantizer(nn.Module):
     def clip(self) -> torch.Tensor:
         return torch.exp2(self.log2_clip + (torch.round(self.log2_clip) - self.log2_clip).detach())
 
+    @property
+    def levels(self) -> int:
+        return 2 ** (self.bits - 1) - 1 if self.signed else 2 ** self.bits - 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         clip = self.clip()
-        levels = 2 ** (self.bits - 1) - 1 if self.signed else 2 ** self.bits - 1
         low = -clip if self.signed else torch.zeros_like(clip)
         clamped = torch.minimum(torch.maximum(x, low), clip)
-        step = clip / levels
+        step = clip / self.levels
         return ste_round(clamped / step) * step
+
+    @torch.no_grad()
+    def frozen(self) -> "FixedActivationQuantizer":
+        """The same grid with the clip baked in (for export: plain clamp, divide, round, multiply)."""
+        clip = float(self.clip())
+        return FixedActivationQuantizer(-clip if self.signed else 0.0, clip, clip / self.levels)
+
+
+class FixedActivationQuantizer(nn.Module):
+    """Activation quantizer with a constant grid: ``round(clamp(x, low, high) / step) * step``."""
+
+    def __init__(self, low: float, high: float, step: float) -> None:
+        super().__init__()
+        self.low, self.high, self.step = low, high, step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(torch.clamp(x, self.low, self.high) / self.step) * self.step
+
+    def extra_repr(self) -> str:
+        return f"low={self.low:g}, high={self.high:g}, step={self.step:g}"
+
+
+def freeze(quantizer: nn.Module) -> nn.Module:
+    """An export-ready copy of an activation quantizer (constants instead of parameters)."""
+    if isinstance(quantizer, ActivationQuantizer):
+        return quantizer.frozen()
+    return quantizer
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .assignment import make_assignment, initial_counts
+from .assignment import SoftmaxAssignment, initial_counts, make_assignment
 from .cost_primitives import hard_max, smooth_max
 from .errors import UsageError
 from .layer_spec import LayerSpec, LayerTable
@@ -197,6 +197,12 @@ class ODiMO(nn.Module):
             return
         for _, layer in self.split_layers():
             layer.set_mode(mode)
+
+    def set_temperature(self, temperature: float) -> None:
+        """Softmax temperature of every per-channel softmax assignment (thermometric ones have none)."""
+        for _, layer in self.split_layers():
+            if isinstance(layer.assignment, SoftmaxAssignment):
+                layer.assignment.set_temperature(temperature)
 
     def freeze_mapping(self) -> None:
         """Fix every layer's mapping to the current hard assignment."""

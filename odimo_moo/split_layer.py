@@ -11,6 +11,7 @@ from torch import nn
 from .alternatives import Alternative, run_dense
 from .assignment import Assignment, contiguous_mask
 from .layer_spec import LayerSpec
+from .quantizers import freeze
 
 
 class MaskMode(enum.Enum):
@@ -117,7 +118,7 @@ class SplitLayer(nn.Module):
             if channels.numel() == 0:
                 continue
             sub = alt.export(self.layer, self.layer.weight, self.layer.bias, channels)
-            quantizer = self.input_quantizers[0 if self.fold else k]
+            quantizer = freeze(self.input_quantizers[0 if self.fold else k])
             branches.append(ExportedBranch(int(self.unit_indices[k]), quantizer, sub))
             order.append(channels)
         permutation = torch.cat(order)

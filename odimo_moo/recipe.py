@@ -1,0 +1,113 @@
+"""The training recipe of one ODiMO run: phases, optimizers, lambda schedule, parametrization."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .assignment import PARAMETRIZATIONS
+from .errors import UsageError
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hyperparameters of warmup, search and fine-tune.
+
+    ``cost_weight`` is lambda. During search it ramps linearly from lambda/100 to lambda over the
+    first ``lambda_ramp`` fraction of the epochs (0 disables the ramp). The softmax temperature
+    starts at ``temperature`` and is multiplied by ``exp(-temperature_decay)`` every search epoch.
+    """
+
+    warmup_epochs: int = 3
+    search_epochs: int = 6
+    finetune_epochs: int = 3
+    batch_size: int = 64
+    lr: float = 1e-3
+    nas_lr: float = 1e-2
+    weight_decay: float = 1e-4
+    optimizer: str = "adam"
+    cost_weight: float = 0.0
+    lambda_ramp: float = 0.5
+    parametrization: str = "thermometric"
+    init: str = "balanced"
+    temperature: float = 1.0
+    temperature_decay: float = 0.045
+    gumbel: bool = False
+    quantize: bool = True
+    finetune_from_scratch: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("warmup_epochs", "search_epochs", "finetune_epochs"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"recipe: {name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise UsageError(f"recipe: batch_size must be >= 1, got {self.batch_size}")
+        for name in ("lr", "nas_lr", "temperature"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise UsageError(f"recipe: {name} must be a positive number, got {value}")
+        if self.cost_weight < 0 or not math.isfinite(self.cost_weight):
+            raise UsageError(f"recipe: cost_weight (lambda) must be >= 0, got {self.cost_weight}")
+        if not 0 <= self.lambda_ramp <= 1:
+            raise UsageError(f"recipe: lambda_ramp must be in [0, 1], got {self.lambda_ramp}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"recipe: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise UsageError(f"recipe: parametrization must be one of {', '.join(PARAMETRIZATIONS)}, "
+                             f"got {self.parametrization!r}")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "Recipe":
+        """Build from a flat mapping; ``lambda`` is accepted as an alias of ``cost_weight``."""
+        values = dict(params)
+        if "lambda" in values:
+            values["cost_weight"] = values.pop("lambda")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise UsageError(f"unknown training parameter(s) {', '.join(unknown)}; known: "
+                             f"lambda, {', '.join(known)}")
+        converted = {}
+        for name, value in values.items():
+            kind = type(known[name].default)
+            try:
+                converted[name] = value if kind is str else (
+                    _to_bool(value) if kind is bool else kind(value))
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"training parameter {name}={value!r} is not a valid {kind.__name__}") from exc
+        return cls(**converted)
+
+    def lambda_at(self, epoch: int) -> float:
+        """lambda for search epoch ``epoch`` (0-based)."""
+        ramp_epochs = self.lambda_ramp * self.search_epochs
+        if ramp_epochs <= 1 or epoch >= ramp_epochs:
+            return self.cost_weight
+        start = self.cost_weight / 100
+        return start + (self.cost_weight - start) * epoch / (ramp_epochs - 1)
+
+    def temperature_at(self, epoch: int) -> float:
+        return self.temperature * math.exp(-self.temperature_decay * epoch)
+
+    def warmup_key(self) -> dict[str, Any]:
+        """Everything of the recipe the lambda-independent warmup depends on."""
+        return {"warmup_epochs": self.warmup_epochs, "batch_size": self.batch_size, "lr": self.lr,
+                "weight_decay": self.weight_decay, "optimizer": self.optimizer,
+                "parametrization": self.parametrization, "quantize": self.quantize,
+                "init": self.init}
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.lower() in ("true", "yes", "1")
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(value)

@@ -1,0 +1,205 @@
+"""Everything a strategy needs for one problem instance: SoC, model, data, device, and the shared
+phases (cached lambda-free warmup, checkpointed fine-tune, evaluation, export and artifacts)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from .checkpoint import atomic_torch_save, atomic_write_json, check_writable
+from .data import DataBundle, load_dataset, make_loaders
+from .errors import RunFailure, UsageError
+from .models import build_model
+from .recipe import Recipe
+from .registry import PluginRegistry, pick
+from .searchable import METRICS, ODiMO
+from .soc import SoC
+from .split_layer import MaskMode
+from .strategy import Outcome
+from .training import PhaseRunner, PhaseSpec, evaluate, make_optimizer, seed_everything
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA on a machine without it is a usage error."""
+    if name not in DEVICES:
+        raise UsageError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A problem instance: which SoC, model, data and cost metric; shared by every strategy."""
+
+    soc: str = "diana"
+    model: str = "resnet8"
+    dataset: str = "digits"
+    metric: str = "latency"
+    data_root: str | None = None
+    download: bool = False
+    data_limit: int | None = None
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    plugins: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise UsageError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}")
+        if self.device not in DEVICES:
+            raise UsageError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that change what is trained (not where or how verbosely)."""
+        data = dataclasses.asdict(self)
+        for key in ("device", "progress", "plugins"):
+            data.pop(key)
+        return data
+
+
+def _digest(payload: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Exclusive lock so that concurrent workers compute a shared warmup once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class Workbench:
+    """Loads the SoC, model and data of a :class:`Setup` and runs the phases every strategy shares."""
+
+    setup: Setup
+    registry: PluginRegistry | None = None
+    on_epoch_end: Callable[[str, int, dict[str, Any]], None] | None = None
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "odimo-moo" / "warmup")
+    _loaders: dict[int, tuple] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.registry is None:
+            self.registry = PluginRegistry.load(self.setup.plugins)
+        self.soc: SoC = pick(self.registry.socs(), self.setup.soc, "SoC")
+        self._models = self.registry.models()
+        pick(self._models, self.setup.model, "model")
+        self.device = resolve_device(self.setup.device)
+
+    @cached_property
+    def data(self) -> DataBundle:
+        return load_dataset(self.setup.dataset, self.setup.data_root, seed=self.setup.seed,
+                            val_fraction=self.setup.val_fraction, download=self.setup.download,
+                            limit=self.setup.data_limit)
+
+    def loaders(self, batch_size: int) -> tuple:
+        if batch_size not in self._loaders:
+            self._loaders[batch_size] = make_loaders(self.data, batch_size, seed=self.setup.seed)
+        return self._loaders[batch_size]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.data.in_channels,) + tuple(self.data.input_size)
+
+    def base_model(self) -> nn.Module:
+        """A freshly initialised (seeded) instance of the setup's model."""
+        seed_everything(self.setup.seed)
+        return build_model(self._models, self.setup.model, self.data.num_classes, self.data.in_channels,
+                           self.data.input_size)
+
+    def supernet(self, recipe: Recipe) -> ODiMO:
+        """The searchable model of the setup, on the device, before any training."""
+        options: dict[str, Any] = {}
+        if recipe.parametrization == "softmax":
+            options = {"gumbel": recipe.gumbel, "temperature": recipe.temperature}
+        model = ODiMO(self.base_model(), self.soc, self.input_shape, parametrization=recipe.parametrization,
+                      init=recipe.init, metric=self.setup.metric, quantize=recipe.quantize,
+                      exclude=self.setup.exclude, seed=self.setup.seed, assignment_options=options)
+        return model.to(self.device)
+
+    def runner(self, model: nn.Module, recipe: Recipe, checkpoint_dir: Path) -> PhaseRunner:
+        train, val, _ = self.loaders(recipe.batch_size)
+        return PhaseRunner(model, train, val, self.device, checkpoint_dir, progress=self.setup.progress,
+                           on_epoch_end=self.on_epoch_end or (lambda phase, epoch, metrics: None))
+
+    def warmup_key(self, recipe: Recipe) -> str:
+        return _digest({"setup": self.setup.identity(), "recipe": recipe.warmup_key(), "format": 1})
+
+    def warm_supernet(self, recipe: Recipe) -> tuple[ODiMO, list[dict[str, Any]]]:
+        """The supernet after the lambda-free warmup (random split per forward), cached under
+        ``cache_dir`` by everything the warmup depends on and shared by every trial that asks."""
+        model = self.supernet(recipe)
+        folder = self.cache_dir / f"warmup-{self.warmup_key(recipe)}"
+        with _file_lock(self.cache_dir / f"warmup-{self.warmup_key(recipe)}.lock"):
+            model.set_mode(MaskMode.SAMPLE)
+            runner = self.runner(model, recipe, folder)
+            history = runner.run(PhaseSpec("warmup", recipe.warmup_epochs, lambda: [
+                make_optimizer(recipe.optimizer, model.net_parameters(), recipe.lr, recipe.weight_decay)]))
+        model.set_mode(MaskMode.SEARCH)
+        return model, history
+
+    def evaluate(self, model: nn.Module, split: str = "val", batch_size: int = 256) -> float:
+        train, val, test = self.loaders(batch_size)
+        loader = {"train": train, "val": val, "test": test}[split]
+        return evaluate(model, loader, self.device)["accuracy"]
+
+    def finetune_and_report(self, model: ODiMO, recipe: Recipe, workdir: Path, strategy: str,
+                            params: Mapping[str, Any], history: list[dict[str, Any]] | None = None,
+                            label: str = "", started: float | None = None, trainings: int = 1) -> Outcome:
+        """Fine-tune ``model`` under its frozen mapping, evaluate, export, and write artifacts.
+
+        The same recipe for every strategy, so their points compare on equal terms.
+        """
+        started = time.time() if started is None else started
+        check_writable(workdir)
+        model.freeze_mapping()
+        if recipe.finetune_from_scratch:
+            mapping = {name: layer.fixed_units.clone() for name, layer in model.split_layers()}
+            model.load_state_dict(self.supernet(recipe).state_dict())
+            for name, layer in model.split_layers():
+                layer.fix(mapping[name])
+        runner = self.runner(model, recipe, workdir / "checkpoints")
+        runner.history = list(history or [])
+        runner.run(PhaseSpec("finetune", recipe.finetune_epochs, lambda: [
+            make_optimizer(recipe.optimizer, model.net_parameters(), recipe.lr, recipe.weight_decay)]))
+        return self.report(model, workdir, strategy, params, runner.history, label, started, trainings)
+
+    def report(self, model: ODiMO, workdir: Path, strategy: str, params: Mapping[str, Any],
+               history: list[dict[str, Any]], label: str, started: float, trainings: int) -> Outcome:
+        """Evaluate a frozen-mapping model, export it, and write result, mapping, metrics and model files."""
+        from .artifacts import write_artifacts
+
+        model.eval()
+        accuracy = self.evaluate(model, "test")
+        val_accuracy = self.evaluate(model, "val")
+        costs = model.cost_report()
+        artifacts = write_artifacts(model, workdir, history, self.loaders(64)[1], self.device)
+        outcome = Outcome(strategy=strategy, accuracy=accuracy, val_accuracy=val_accuracy,
+                          latency_cycles=costs["latency_cycles"], energy_uj=costs["energy_uj"],
+                          channel_split=model.channel_split(), params=dict(params), artifacts=artifacts,
+                          wall_time_s=time.time() - started, trainings=trainings, label=label)
+        atomic_write_json(workdir / "result.json", outcome.to_dict())
+        return outcome

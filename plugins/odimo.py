@@ -1,0 +1,47 @@
+"""The differentiable ODiMO search: warmup (shared, cached), search on task loss + lambda * cost,
+fine-tune under the frozen mapping, export."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from odimo_moo.hookspecs import hookimpl
+from odimo_moo.recipe import Recipe
+from odimo_moo.strategy import Outcome, Strategy
+from odimo_moo.training import PhaseSpec, make_optimizer
+from odimo_moo.workbench import Workbench
+
+
+class ODiMOSearch(Strategy):
+    name = "odimo"
+    description = "gradient search of per-channel mappings (ODiMO), one network per lambda"
+
+    def defaults(self) -> dict[str, Any]:
+        return Recipe().as_dict()
+
+    def run(self, bench: Workbench, params: Mapping[str, Any], workdir: Path) -> list[Outcome]:
+        started = time.time()
+        recipe = Recipe.from_params(params)
+        model, warmup_history = bench.warm_supernet(recipe)
+        runner = bench.runner(model, recipe, workdir / "checkpoints")
+        runner.history = list(warmup_history)
+
+        def optimizers() -> list[torch.optim.Optimizer]:
+            weights = make_optimizer(recipe.optimizer, model.net_parameters(), recipe.lr, recipe.weight_decay)
+            assignment = torch.optim.Adam(list(model.nas_parameters()), lr=recipe.nas_lr, weight_decay=0.0)
+            return [weights, assignment]
+
+        runner.run(PhaseSpec("search", recipe.search_epochs, optimizers, cost_weight_at=recipe.lambda_at,
+                             on_epoch_start=lambda epoch: model.set_temperature(recipe.temperature_at(epoch))))
+        outcome = bench.finetune_and_report(model, recipe, workdir, self.name, params, runner.history,
+                                            label=f"lambda={recipe.cost_weight:g}", started=started)
+        return [outcome]
+
+
+@hookimpl
+def odimo_register_strategies() -> list[Strategy]:
+    return [ODiMOSearch()]
