@@ -1,0 +1,61 @@
+"""Pareto fronts of (accuracy, cost) points and their hypervolume.
+
+Accuracy is maximised, cost (latency cycles or energy) minimised. The hypervolume is computed by
+``moocore`` (a pymoo dependency) on (error, cost) with an explicit reference point, so numbers from
+different methods are comparable whenever they share the reference point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import moocore
+import numpy as np
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class ReferencePoint:
+    """Worst corner of the hypervolume box: ``accuracy`` (floor) and ``cost`` (ceiling)."""
+
+    accuracy: float
+    cost: float
+
+    def describe(self, cost_name: str) -> str:
+        return f"accuracy={self.accuracy:g}, {cost_name}={self.cost:g}"
+
+
+def pareto_mask(accuracy: Sequence[float], cost: Sequence[float]) -> np.ndarray:
+    """Boolean mask of the non-dominated points (max accuracy, min cost); duplicates keep the first."""
+    acc = np.asarray(accuracy, dtype=float)
+    cst = np.asarray(cost, dtype=float)
+    if acc.shape != cst.shape:
+        raise UsageError(f"accuracy and cost must have the same length ({acc.size} vs {cst.size})")
+    keep = np.ones(acc.size, dtype=bool)
+    for i in range(acc.size):
+        no_worse = (acc >= acc[i]) & (cst <= cst[i])
+        better = (acc > acc[i]) | (cst < cst[i])
+        dominated = no_worse & better
+        duplicate_before = (acc == acc[i]) & (cst == cst[i]) & (np.arange(acc.size) < i)
+        keep[i] = not (dominated.any() or duplicate_before.any())
+    return keep
+
+
+def hypervolume(accuracy: Sequence[float], cost: Sequence[float], reference: ReferencePoint) -> float:
+    """Area dominated by the points inside the box [reference.accuracy, 1] x [0, reference.cost]."""
+    acc = np.asarray(accuracy, dtype=float)
+    cst = np.asarray(cost, dtype=float)
+    inside = (acc > reference.accuracy) & (cst < reference.cost)
+    if not inside.any():
+        return 0.0
+    points = np.stack([-acc[inside], cst[inside]], axis=1)
+    return float(moocore.hypervolume(points, ref=np.array([-reference.accuracy, reference.cost])))
+
+
+def default_reference(costs: Sequence[float], margin: float = 1.1) -> ReferencePoint:
+    """Accuracy 0 and ``margin`` times the largest cost seen: a box every point of every method fits."""
+    if len(costs) == 0:
+        raise UsageError("no points to build a hypervolume reference point from")
+    return ReferencePoint(accuracy=0.0, cost=float(np.max(np.asarray(costs, dtype=float))) * margin)
