@@ -97,5 +97,6 @@ def write_artifacts(model: ODiMO, workdir: Path, history: list[dict[str, Any]], 
         paths["exported_onnx"] = onnx_path
     atomic_write_json(workdir / "export_check.json", {"max_abs_difference": difference,
                                                       "tolerance": EXPORT_TOLERANCE,
-                                                      "batch": int(inputs.shape[0])})
+                                                      "batch": int(inputs.shape[0]),
+                                                      "input_shape": list(inputs.shape[1:])})
     return {key: str(value) for key, value in paths.items()}

@@ -82,17 +82,23 @@ class ThermometricAssignment(Assignment):
     Boundary j has parameters ``alpha_j`` in R^C; ``theta_j[i] = sum_{l >= i} |alpha_j[l]|`` is
     non-increasing, and ``b_j = 1[theta_j > 0.5]`` (straight-through) is a prefix of ones of length
     ``p_j``. Prefixes are nested by a running maximum so that ``p_1 <= p_2 <= ...``. Initial alphas are
-    all strictly positive (never at the dead point 0 of ``|.|``).
+    all strictly positive (never at the dead point 0 of ``|.|``) and the boundary channels start
+    close to the threshold.
     """
 
     def __init__(self, channels: int, units: int, init: str | Sequence[int] = "first",
                  generator: torch.Generator | None = None) -> None:
         super().__init__(channels, units)
         counts = initial_counts(channels, units, init, generator)
-        prefixes = torch.tensor(counts[:-1], dtype=torch.float32).cumsum(0)
-        # Uniform alphas s/C give theta_i = s * (C - i) / C, which crosses 0.5 between i = p - 1 and p.
-        scale = channels / (2.0 * (channels - prefixes + 0.5))
-        self.alpha = nn.Parameter((scale / channels).unsqueeze(1).repeat(1, channels))
+        prefixes = torch.tensor(counts[:-1], dtype=torch.float32).cumsum(0).unsqueeze(1)
+        # theta_i = 0.5 * exp(g * (p - i - 0.5)) is positive, decreasing, and crosses 0.5 between
+        # channels p - 1 and p; every alpha_i = theta_i - theta_{i+1} is then strictly positive, and
+        # the channels next to the boundary sit about 1/C from the threshold, so they can move.
+        growth = 2.0 / channels
+        index = torch.arange(channels, dtype=torch.float32).unsqueeze(0)
+        theta = 0.5 * torch.exp(growth * (prefixes - index - 0.5))
+        following = torch.cat([theta[:, 1:], torch.zeros_like(theta[:, :1])], dim=1)
+        self.alpha = nn.Parameter(theta - following)
 
     def thresholds(self) -> torch.Tensor:
         """``theta`` of shape ``[K-1, C]``."""

@@ -13,6 +13,11 @@ from .errors import OdimoError
 COMMAND_MODULES = (
     "plugins",
     "cost",
+    "search",
+    "export",
+    "run",
+    "report",
+    "compare",
 )
 
 

@@ -106,7 +106,15 @@ class ODiMO(nn.Module):
         self.relative_temperature = relative_temperature
         generator = torch.Generator().manual_seed(seed)
         graph_module = fx.symbolic_trace(copy.deepcopy(model))
-        ShapeProp(graph_module).propagate(torch.zeros((1,) + self.input_shape))
+        was_training = graph_module.training
+        graph_module.eval()
+        try:
+            with torch.no_grad():
+                ShapeProp(graph_module).propagate(torch.zeros((1,) + self.input_shape))
+        except Exception as exc:
+            raise UsageError(f"{type(model).__name__} cannot run on inputs of shape {self.input_shape}: "
+                             f"{str(exc).splitlines()[0]}") from exc
+        graph_module.train(was_training)
         modules = dict(graph_module.named_modules())
         excluded_names = {e for e in exclude if isinstance(e, str)}
         excluded_types = tuple(e for e in exclude if isinstance(e, type))

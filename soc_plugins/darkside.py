@@ -1,5 +1,8 @@
 """Darkside (65 nm): 8-core RISC-V cluster + DepthWise Engine (DWE), 260 MHz.
 
+The cluster runs standard convolutions, the DWE 3x3 depthwise ones, so depthwise layers outside the
+search space sit on the DWE and dense 3x3 layers with Cin == Cout are split between the two.
+
 Formulas and constants: DESIGN.md section 2.4. The cluster's im2col term is gated, so a layer with
 no channels on the cluster costs it nothing (the reference charged it anyway).
 """
@@ -12,6 +15,7 @@ from odimo_moo.alternatives import AlternativeFactory, Depthwise, SameOp
 from odimo_moo.cost_primitives import gate, ste_ceil
 from odimo_moo.hookspecs import hookimpl
 from odimo_moo.layer_spec import LayerSpec, LayerTable, OpKind
+from odimo_moo.mapping_search import ManualMapping, SearchedLayer
 from odimo_moo.quantizers import IntFormat
 from odimo_moo.soc import FormulaUnit, SoC
 
@@ -37,7 +41,8 @@ def dwe_cycles(layers: LayerTable, n: torch.Tensor) -> torch.Tensor:
 
 
 def _cluster_supports(spec: LayerSpec) -> bool:
-    return True
+    """The cluster formula models standard (groups=1) convolutions and linear layers."""
+    return spec.groups == 1
 
 
 def _dwe_supports(spec: LayerSpec) -> bool:
@@ -49,25 +54,29 @@ def _dwe_alternative(spec: LayerSpec) -> AlternativeFactory:
     return SameOp() if spec.is_depthwise else Depthwise()
 
 
-class DarksideSoC(SoC):
-    """Fixed (unsearched) depthwise layers run on the DWE, everything else on the cluster."""
-
-    def fixed_unit(self, spec: LayerSpec) -> int:
-        if spec.is_depthwise and _dwe_supports(spec):
-            return self.unit_index("dwe")
-        return self.unit_index("cluster")
-
-
-def build_darkside() -> DarksideSoC:
+def build_darkside() -> SoC:
     units = [
         FormulaUnit("cluster", cluster_cycles, _cluster_supports, CLUSTER_MW, IDLE_MW, IntFormat(8, 8)),
         FormulaUnit("dwe", dwe_cycles, _dwe_supports, DWE_MW, IDLE_MW, IntFormat(8, 8),
                     alternative_for=_dwe_alternative),
     ]
-    return DarksideSoC("darkside", units, FREQUENCY_HZ, default_unit="cluster",
+    return SoC("darkside", units, FREQUENCY_HZ, default_unit="cluster",
                        description="Darkside: 8-core RISC-V cluster + 3x3 depthwise engine")
 
 
 @hookimpl
 def odimo_register_socs() -> list[SoC]:
     return [build_darkside()]
+
+
+def standard_mobilenetv1(layers: list[SearchedLayer]) -> dict[str, dict[str, int]]:
+    """Standard MobileNetV1: every searched 3x3 layer depthwise on the DWE (its pointwise conv, not
+    searched, runs on the cluster)."""
+    return {layer.name: {"dwe": layer.spec.out_channels} for layer in layers}
+
+
+@hookimpl
+def odimo_register_heuristics() -> list[ManualMapping]:
+    return [ManualMapping("standard_mobilenetv1", "darkside", "depthwise on the DWE for every searched layer, "
+                          "pointwise on the cluster (the Darkside paper's manual MobileNetV1 mapping)",
+                          standard_mobilenetv1)]

@@ -1,0 +1,47 @@
+"""``odimo export``: turn a result folder's exported network into ONNX (or print its mapping)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import RunFailure, UsageError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write a result folder's exported network as ONNX",
+        description="Read RESULT_DIR/exported.pt (written by `odimo search`, `odimo run` trials and baselines) "
+                    "and write it as ONNX; print the per-layer channel split from RESULT_DIR/mapping.json.")
+    parser.add_argument("result_dir", help="a result folder (holds exported.pt and mapping.json)")
+    parser.add_argument("--out", default=None, help="ONNX file to write (default: RESULT_DIR/exported.onnx)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..artifacts import export_onnx
+
+    folder = Path(args.result_dir)
+    model_path, mapping_path = folder / "exported.pt", folder / "mapping.json"
+    if not model_path.is_file() or not mapping_path.is_file():
+        raise UsageError(f"{folder} is not a result folder: expected exported.pt and mapping.json in it")
+    try:
+        model = torch.load(model_path, map_location="cpu", weights_only=False).eval()
+        mapping = json.loads(mapping_path.read_text())
+    except Exception as exc:
+        raise RunFailure(f"cannot read {folder}: {type(exc).__name__}: {exc}") from exc
+    check = json.loads((folder / "export_check.json").read_text()) if (folder / "export_check.json").is_file() else {}
+    shape = check.get("input_shape")
+    if shape is None:
+        raise UsageError(f"{folder}/export_check.json lacks input_shape; re-run the search to regenerate it")
+    target = Path(args.out) if args.out else folder / "exported.onnx"
+    if not export_onnx(model, torch.zeros([1] + list(shape)), target):
+        raise UsageError("ONNX export needs the onnx package: pip install 'odimo-moo[onnx]'")
+    print(f"wrote {target}")
+    for layer, info in mapping["layers"].items():
+        split = "  ".join(f"{unit}={u['count']}" for unit, u in info["units"].items())
+        print(f"  {layer:<28} {split}")
+    return 0

@@ -1,0 +1,58 @@
+"""``odimo search``: the three ODiMO phases for one lambda, with resume, writing one result folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import UsageError
+from ..registry import pick
+from .common import add_setup_options, out_dir, parse_assignments
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "search", help="run warmup, search and fine-tune for one lambda",
+        description="Run the ODiMO phases (warmup, search, fine-tune) for one lambda and write accuracy, "
+                    "cost, mapping and the exported network to --out. Re-running the same command resumes "
+                    "from the last complete checkpoint.")
+    add_setup_options(parser)
+    parser.add_argument("--lambda", dest="cost_weight", type=float, default=0.0,
+                        help="cost weight lambda (>= 0); the cost is cycles or microjoules")
+    parser.add_argument("--strategy", default="odimo", help="registered strategy (default: odimo)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="training parameter, e.g. --set search_epochs=10 --set parametrization=softmax")
+    parser.add_argument("--out", default=None, help="output folder (default: runs/search-<soc>-<model>-<lambda>)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..workbench import Setup, Workbench
+
+    if args.cost_weight < 0:
+        raise UsageError(f"--lambda must be >= 0, got {args.cost_weight}")
+    params = parse_assignments(args.set)
+    params["lambda"] = args.cost_weight
+    setup = Setup(soc=args.soc, model=args.model, dataset=args.dataset, metric=args.metric,
+                  data_root=args.data_root, download=args.download, data_limit=args.data_limit, seed=args.seed,
+                  device=args.device, plugins=tuple(args.plugin), exclude=tuple(args.exclude),
+                  progress=not args.no_progress)
+    folder = out_dir(args.out or f"runs/search-{args.soc}-{args.model}-{args.cost_weight:g}")
+    bench = Workbench(setup, cache_dir=folder / "warmup-cache")
+    strategy = pick(bench.registry.strategies(), args.strategy, "strategy")
+    outcomes = strategy.run(bench, params, folder)
+    if args.json:
+        json.dump([o.to_dict() for o in outcomes], sys.stdout, indent=2)
+        print()
+        return 0
+    for outcome in outcomes:
+        print(f"{outcome.strategy} {outcome.label}: test accuracy {outcome.accuracy:.4f} "
+              f"(val {outcome.val_accuracy:.4f}), latency {outcome.latency_cycles:,.0f} cycles, "
+              f"energy {outcome.energy_uj:.4g} uJ, {outcome.wall_time_s:.1f} s")
+        for layer, split in outcome.channel_split.items():
+            print(f"  {layer:<28} " + "  ".join(f"{unit}={count}" for unit, count in split.items()))
+        print(f"results in {folder} (result.json, mapping.json, metrics.csv, exported.pt"
+              f"{', exported.onnx' if 'exported_onnx' in outcome.artifacts else ''})")
+    return 0
