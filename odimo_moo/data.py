@@ -105,18 +105,26 @@ def _train_val_test(n_train: int, n_test: int | None, seed: int, val_fraction: f
 # -- digits (embedded) -------------------------------------------------------------------------
 
 def _load_digits(data_root: Path, seed: int, val_fraction: float, download: bool,
-                 limit: int | None) -> DataBundle:
+                 limit: int | None, *, image_size: int = 8) -> DataBundle:
     from sklearn.datasets import load_digits
 
+    if image_size < 8:
+        raise UsageError(f"digits image_size must be >= 8 (the native size), got {image_size}")
     digits = load_digits()
     images = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    if image_size != 8:
+        # Bilinear upsampling gives SoC cost models realistic feature-map sizes on the embedded data.
+        images = torch.nn.functional.interpolate(images, size=(image_size, image_size), mode="bilinear",
+                                                 align_corners=False)
     labels = torch.tensor(digits.target, dtype=torch.long)
     train, val, test = _train_val_test(len(labels), None, seed, val_fraction, None)
     mean, std = images[train].mean(), images[train].std()
     base = TensorDataset((images - mean) / std, labels)
     train_set, val_set, test_set = (TransformSubset(base, _cap(split, limit)) for split in (train, val, test))
-    return DataBundle(train_set, val_set, test_set, num_classes=10, in_channels=1, input_size=(8, 8),
-                      name="digits", description="scikit-learn's bundled 8x8 handwritten digits (1,797 images)")
+    return DataBundle(train_set, val_set, test_set, num_classes=10, in_channels=1,
+                      input_size=(image_size, image_size), name="digits",
+                      description=f"scikit-learn's bundled 8x8 handwritten digits (1,797 images) at "
+                                  f"{image_size}x{image_size}")
 
 
 # -- MNIST ---------------------------------------------------------------------------------------

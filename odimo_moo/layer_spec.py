@@ -32,6 +32,10 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     return (int(first), int(second))
 
 
+# Cost formulas compute in float64, which holds every integer up to 2**53 exactly.
+MAX_DIMENSION = 2 ** 53
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     """Shape of one layer. Linear layers are 1x1 convolutions on a 1x1 output."""
@@ -47,12 +51,12 @@ class LayerSpec:
     def __post_init__(self) -> None:
         for name in ("in_channels", "out_channels", "groups"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise UsageError(f"layer spec: {name} must be a positive integer, got {value!r}")
+            if not isinstance(value, int) or not 1 <= value <= MAX_DIMENSION:
+                raise UsageError(f"layer spec: {name} must be a positive integer (at most 2**53), got {value!r}")
         for name in ("kernel_size", "stride", "output_size"):
             value = getattr(self, name)
-            if len(value) != 2 or any((not isinstance(v, int)) or v < 1 for v in value):
-                raise UsageError(f"layer spec: {name} must be two positive integers, got {value!r}")
+            if len(value) != 2 or any((not isinstance(v, int)) or not 1 <= v <= MAX_DIMENSION for v in value):
+                raise UsageError(f"layer spec: {name} must be two positive integers (at most 2**53), got {value!r}")
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise UsageError(
                 f"layer spec: groups={self.groups} must divide in_channels={self.in_channels} "
@@ -62,13 +66,6 @@ class LayerSpec:
     @property
     def is_depthwise(self) -> bool:
         return self.op is OpKind.CONV2D and self.groups == self.in_channels == self.out_channels > 1
-
-    def with_out_channels(self, out_channels: int) -> "LayerSpec":
-        """The same layer producing a different number of output channels."""
-        groups = self.groups if self.groups == 1 else out_channels
-        in_channels = self.in_channels if self.groups == 1 else out_channels
-        return LayerSpec(self.op, in_channels, out_channels, self.kernel_size, self.stride, groups,
-                         self.output_size)
 
     @property
     def macs(self) -> int:

@@ -46,6 +46,7 @@ class PluginRegistry:
 
     manager: pluggy.PluginManager = field(default_factory=lambda: pluggy.PluginManager(hookspecs.PROJECT))
     origins: dict[str, str] = field(default_factory=dict)
+    failed_observers: set[tuple[str, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.manager.add_hookspecs(hookspecs)
@@ -64,7 +65,7 @@ class PluginRegistry:
             dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "unknown distribution"
             try:
                 plugin = ep.load()
-            except Exception as exc:  # any import-time failure of user code
+            except (Exception, SystemExit) as exc:  # any import-time failure of user code
                 raise PluginError(f"plugin {ep.name!r} (entry point {ep.value} from {dist}) failed to "
                                   f"import: {type(exc).__name__}: {exc}") from exc
             self._register(plugin, ep.name, f"entry point {ep.value} ({dist})")
@@ -87,9 +88,12 @@ class PluginRegistry:
         except PluginError:
             raise
         except ModuleNotFoundError as exc:
-            raise PluginError(f"plugin {ref!r} not found ({exc}); give an importable module name or a "
-                              f"path to a .py file") from exc
-        except Exception as exc:
+            if exc.name is None or not (ref == exc.name or ref.startswith(f"{exc.name}.")):
+                # the plugin exists but one of its own imports is missing
+                raise PluginError(f"plugin {ref!r} failed to import: {type(exc).__name__}: {exc}") from exc
+            raise PluginError(f"plugin {ref!r} not found ({exc}); give an importable module name, a "
+                              f"path to a .py file or a YAML SoC file") from exc
+        except (Exception, SystemExit) as exc:  # SystemExit: e.g. a script parsing sys.argv at import
             raise PluginError(f"plugin {ref!r} failed to import: {type(exc).__name__}: {exc}") from exc
         self._register(plugin, ref, origin)
 
@@ -118,7 +122,7 @@ class PluginRegistry:
     def _collect(self, hook_name: str, kind: type, what: str) -> dict[str, Registered]:
         hook = getattr(self.manager.hook, hook_name)
         found: dict[str, Registered] = {}
-        for impl in reversed(hook.get_hookimpls()):
+        for impl in hook.get_hookimpls():  # registration order (pluggy calls them in reverse)
             plugin_name = self.manager.get_name(impl.plugin) or repr(impl.plugin)
             origin = self.origins.get(plugin_name, "registered directly")
             try:
@@ -156,9 +160,27 @@ class PluginRegistry:
 
         return self._collect("odimo_register_models", ModelEntry, "model")
 
+    def heuristics(self) -> dict[str, Registered]:
+        from .mapping_search import ManualMapping
+
+        return self._collect("odimo_register_heuristics", ManualMapping, "heuristic mapping")
+
     def notify(self, hook_name: str, **kwargs: Any) -> None:
-        """Call an observer hook on every plugin."""
-        getattr(self.manager.hook, hook_name)(**kwargs)
+        """Call an observer hook on every plugin. Observers cannot stop the work: one that raises is
+        reported once on stderr (plugin, hook, error) and ignored from then on."""
+        hook = getattr(self.manager.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):  # pluggy's own order
+            plugin_name = self.manager.get_name(impl.plugin) or repr(impl.plugin)
+            if (plugin_name, hook_name) in self.failed_observers:
+                continue
+            try:
+                impl.function(**{name: kwargs[name] for name in impl.argnames})
+            except Exception as exc:
+                self.failed_observers.add((plugin_name, hook_name))
+                origin = self.origins.get(plugin_name, "registered directly")
+                print(f"odimo: warning: plugin {plugin_name!r} ({origin}) raised in {hook_name}: "
+                      f"{type(exc).__name__}: {' '.join(str(exc).split())}; the run goes on without this "
+                      f"observer", file=sys.stderr)
 
 
 def pick(registered: dict[str, Registered], name: str, what: str) -> Any:

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 from .alternatives import AlternativeFactory, SameOp
-from .cost_primitives import active_idle_energy, gate
+from .cost_primitives import active_idle_energy
 from .errors import UsageError
 from .layer_spec import LayerSpec, LayerTable
 from .quantizers import FLOAT, DataFormat
@@ -45,8 +45,15 @@ class ComputeUnit(ABC):
         return SameOp()
 
     def cycles(self, layers: LayerTable, n: torch.Tensor) -> torch.Tensor:
-        """Gated latency: exactly 0 when ``n == 0``, whatever the formula's constant terms."""
-        return gate(n) * self.raw_cycles(layers, n)
+        """Gated latency: exactly 0 when ``n == 0``, whatever the formula's constant terms.
+
+        At ``n == 0`` the gradient is the cost of the first channel (``raw_cycles(1)``), not the
+        0 that ``gate(n) * raw_cycles(n)`` would give: an empty unit must not look free to the optimizer.
+        """
+        active = (n > 0).to(n.dtype)
+        first_channel = self.raw_cycles(layers, torch.ones_like(n)).detach()
+        entering = (n - n.detach()) * first_channel * (1.0 - active)
+        return active * self.raw_cycles(layers, n) + entering
 
 
 @dataclass(eq=False)

@@ -19,6 +19,7 @@ from torch import nn
 
 from .checkpoint import atomic_torch_save, atomic_write_json, check_writable
 from .data import DataBundle, load_dataset, make_loaders
+from .devices import DEVICES, resolve_device
 from .errors import RunFailure, UsageError
 from .models import build_model
 from .recipe import Recipe
@@ -28,20 +29,6 @@ from .soc import SoC
 from .split_layer import MaskMode
 from .strategy import Outcome
 from .training import PhaseRunner, PhaseSpec, evaluate, make_optimizer, seed_everything
-
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA on a machine without it is a usage error."""
-    if name not in DEVICES:
-        raise UsageError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    return torch.device(name)
-
 
 @dataclass(frozen=True)
 class Setup:
@@ -54,6 +41,7 @@ class Setup:
     data_root: str | None = None
     download: bool = False
     data_limit: int | None = None
+    image_size: int | None = None
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
@@ -111,9 +99,10 @@ class Workbench:
 
     @cached_property
     def data(self) -> DataBundle:
+        options = {} if self.setup.image_size is None else {"image_size": self.setup.image_size}
         return load_dataset(self.setup.dataset, self.setup.data_root, seed=self.setup.seed,
                             val_fraction=self.setup.val_fraction, download=self.setup.download,
-                            limit=self.setup.data_limit)
+                            limit=self.setup.data_limit, **options)
 
     def loaders(self, batch_size: int) -> tuple:
         if batch_size not in self._loaders:
@@ -140,10 +129,19 @@ class Workbench:
                       exclude=self.setup.exclude, seed=self.setup.seed, assignment_options=options)
         return model.to(self.device)
 
-    def runner(self, model: nn.Module, recipe: Recipe, checkpoint_dir: Path) -> PhaseRunner:
+    def run_key(self, recipe: Recipe, **extra: Any) -> str:
+        """What a resumed phase must share with the run that wrote its checkpoint: the setup and the
+        recipe, except the epoch counts (a longer phase may extend a finished one)."""
+        settings = {k: v for k, v in recipe.as_dict().items()
+                    if k not in ("warmup_epochs", "search_epochs", "finetune_epochs")}
+        return _digest({"setup": self.setup.identity(), "recipe": settings, **extra})
+
+    def runner(self, model: nn.Module, recipe: Recipe, checkpoint_dir: Path,
+               fingerprint: str | None = None) -> PhaseRunner:
         train, val, _ = self.loaders(recipe.batch_size)
         return PhaseRunner(model, train, val, self.device, checkpoint_dir, progress=self.setup.progress,
-                           on_epoch_end=self.on_epoch_end or (lambda phase, epoch, metrics: None))
+                           on_epoch_end=self.on_epoch_end or (lambda phase, epoch, metrics: None),
+                           fingerprint=fingerprint or self.run_key(recipe))
 
     def warmup_key(self, recipe: Recipe) -> str:
         return _digest({"setup": self.setup.identity(), "recipe": recipe.warmup_key(), "format": 1})
@@ -155,7 +153,7 @@ class Workbench:
         folder = self.cache_dir / f"warmup-{self.warmup_key(recipe)}"
         with _file_lock(self.cache_dir / f"warmup-{self.warmup_key(recipe)}.lock"):
             model.set_mode(MaskMode.SAMPLE)
-            runner = self.runner(model, recipe, folder)
+            runner = self.runner(model, recipe, folder, fingerprint=self.warmup_key(recipe))
             history = runner.run(PhaseSpec("warmup", recipe.warmup_epochs, lambda: [
                 make_optimizer(recipe.optimizer, model.net_parameters(), recipe.lr, recipe.weight_decay)]))
         model.set_mode(MaskMode.SEARCH)
@@ -181,7 +179,8 @@ class Workbench:
             model.load_state_dict(self.supernet(recipe).state_dict())
             for name, layer in model.split_layers():
                 layer.fix(mapping[name])
-        runner = self.runner(model, recipe, workdir / "checkpoints")
+        runner = self.runner(model, recipe, workdir / "checkpoints",
+                             fingerprint=self.run_key(recipe, mapping=model.mapping()))
         runner.history = list(history or [])
         runner.run(PhaseSpec("finetune", recipe.finetune_epochs, lambda: [
             make_optimizer(recipe.optimizer, model.net_parameters(), recipe.lr, recipe.weight_decay)]))

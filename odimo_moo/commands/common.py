@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import yaml
 
 from ..errors import UsageError
-from ..workbench import DEVICES
+from ..devices import DEVICES
 
 
 def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
@@ -34,6 +34,8 @@ def add_setup_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None, help="folder holding the dataset files")
     parser.add_argument("--download", action="store_true", help="download the dataset if missing (needs network)")
     parser.add_argument("--data-limit", type=int, default=None, help="cap each split at this many samples")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="input resolution for datasets that take one (digits: upsampled from 8; imagenet)")
     parser.add_argument("--metric", choices=("latency", "energy"), default="latency", help="cost in the loss")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=DEVICES, default="auto")

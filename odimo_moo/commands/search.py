@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..checkpoint import check_writable
 from ..errors import UsageError
 from ..registry import pick
 from .common import add_setup_options, out_dir, parse_assignments
@@ -36,12 +37,15 @@ def run(args: argparse.Namespace) -> int:
     params = parse_assignments(args.set)
     params["lambda"] = args.cost_weight
     setup = Setup(soc=args.soc, model=args.model, dataset=args.dataset, metric=args.metric,
-                  data_root=args.data_root, download=args.download, data_limit=args.data_limit, seed=args.seed,
+                  data_root=args.data_root, download=args.download, data_limit=args.data_limit,
+                  image_size=args.image_size, seed=args.seed,
                   device=args.device, plugins=tuple(args.plugin), exclude=tuple(args.exclude),
                   progress=not args.no_progress)
     folder = out_dir(args.out or f"runs/search-{args.soc}-{args.model}-{args.cost_weight:g}")
     bench = Workbench(setup, cache_dir=folder / "warmup-cache")
     strategy = pick(bench.registry.strategies(), args.strategy, "strategy")
+    for writable in (folder, bench.cache_dir):  # fail now, not after hours of training
+        check_writable(writable)
     outcomes = strategy.run(bench, params, folder)
     if args.json:
         json.dump([o.to_dict() for o in outcomes], sys.stdout, indent=2)

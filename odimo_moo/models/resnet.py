@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models import resnet18 as torchvision_resnet18
 
 # Below this input side the ImageNet stem (7x7 stride-2 conv + max-pool) discards too much.
 SMALL_INPUT = 64
@@ -84,6 +83,8 @@ def resnet20(num_classes: int, in_channels: int, input_size: tuple[int, int]) ->
 
 def resnet18(num_classes: int, in_channels: int, input_size: tuple[int, int]) -> nn.Module:
     """torchvision's ResNet-18; inputs under 64x64 get a 3x3 stride-1 stem and no max-pool."""
+    from torchvision.models import resnet18 as torchvision_resnet18  # torchvision imports slowly
+
     model = torchvision_resnet18(num_classes=num_classes)
     if min(input_size) < SMALL_INPUT:
         model.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)

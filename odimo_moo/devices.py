@@ -1,0 +1,20 @@
+"""Device selection shared by every command that trains (``--device cpu|cuda|auto``)."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import UsageError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA on a machine without it is a usage error."""
+    if name not in DEVICES:
+        raise UsageError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
