@@ -27,10 +27,26 @@ class Alternative(nn.Module, ABC):
     def dense_weight(self, shared_weight: torch.Tensor) -> torch.Tensor:
         """This alternative's quantized weight, in the shape of the searched layer's weight."""
 
+    def mix_into(self, mixed: torch.Tensor | None, channel_mask: torch.Tensor,
+                 shared_weight: torch.Tensor) -> torch.Tensor:
+        """``mixed + channel_mask[c] * dense_weight(shared_weight)[c]`` for every output channel ``c``.
+
+        ``mixed`` is ``None`` for the first unit. The folded forward builds the per-channel mixture of
+        weights unit by unit with this; alternatives whose dense weight is mostly zeros (a depthwise
+        kernel on the diagonal) override it to touch only their non-zero entries.
+        """
+        term = _per_channel(channel_mask, shared_weight) * self.dense_weight(shared_weight)
+        return term if mixed is None else mixed + term
+
     @abstractmethod
     def export(self, source: nn.Module, shared_weight: torch.Tensor, bias: torch.Tensor | None,
                channels: torch.Tensor) -> nn.Module:
         """A plain module mapping the layer's full input to output ``channels`` (in that order)."""
+
+
+def _per_channel(channel_mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``channel_mask`` ``[C]`` shaped to broadcast over a weight ``[C, ...]``."""
+    return channel_mask.view((-1,) + (1,) * (weight.dim() - 1))
 
 
 class AlternativeFactory(ABC):
@@ -105,6 +121,16 @@ class DepthwiseAlternative(Alternative):
         dense = shared_weight.new_zeros(shared_weight.shape)
         dense[self.diagonal_index, self.diagonal_index] = self.weight_quantizer(self.weight)[:, 0]
         return dense
+
+    def mix_into(self, mixed: torch.Tensor | None, channel_mask: torch.Tensor,
+                 shared_weight: torch.Tensor) -> torch.Tensor:
+        # Only the diagonal [c, c] is non-zero: add the masked depthwise kernels there instead of
+        # building (and mixing) a dense [C, C, kh, kw] tensor of zeros.
+        kernels = self.weight_quantizer(self.weight)[:, 0]
+        if mixed is None:
+            mixed = shared_weight.new_zeros(shared_weight.shape)
+        index = (self.diagonal_index, self.diagonal_index)
+        return mixed.index_put(index, _per_channel(channel_mask, kernels) * kernels, accumulate=True)
 
     @torch.no_grad()
     def export(self, source: nn.Module, shared_weight: torch.Tensor, bias: torch.Tensor | None,

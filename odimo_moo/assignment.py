@@ -105,6 +105,12 @@ class ThermometricAssignment(Assignment):
         return self.alpha.abs().flip(1).cumsum(1).flip(1)
 
     def mask(self) -> torch.Tensor:
+        if self.units == 2:
+            return _TwoUnitThermometer.apply(self.alpha)
+        return self.reference_mask()
+
+    def reference_mask(self) -> torch.Tensor:
+        """:meth:`mask` as plain differentiable ops (any K; the specification of the 2-unit fast path)."""
         theta = self.thresholds()
         prefix = straight_through((theta > 0.5).float(), theta)
         # Nested prefixes: P_j = 1 - prod_{l <= j} (1 - b_l), a running "or" that keeps gradients.
@@ -113,6 +119,28 @@ class ThermometricAssignment(Assignment):
         middle = nested[1:] - nested[:-1]
         last = 1.0 - nested[-1:]
         return torch.cat([first, middle, last], dim=0).t()
+
+
+class _TwoUnitThermometer(torch.autograd.Function):
+    """The thermometric mask of 2 units, ``[b, 1 - b]`` with ``b = 1[theta > 0.5]``, in one node.
+
+    Same values and gradients as the op-by-op form: the mask's gradient reaches ``theta`` as
+    ``g[:, 0] - g[:, 1]`` (straight-through), ``theta``'s reversed cumulative sum becomes a forward
+    cumulative sum, and ``|alpha|`` contributes ``sign(alpha)``.
+    """
+
+    @staticmethod
+    def forward(ctx, alpha: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        theta = alpha.abs().flip(1).cumsum(1).flip(1)
+        prefix = (theta > 0.5).to(alpha.dtype)
+        ctx.save_for_backward(alpha)
+        return torch.cat([prefix, 1.0 - prefix], dim=0).t()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (alpha,) = ctx.saved_tensors
+        grad_theta = (grad[:, 0] - grad[:, 1]).unsqueeze(0)
+        return grad_theta.cumsum(1).mul_(torch.sgn(alpha))
 
 
 class SoftmaxAssignment(Assignment):

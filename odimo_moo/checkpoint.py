@@ -13,18 +13,38 @@ import torch
 from .errors import RunFailure
 
 
+def _temporary(path: Path) -> str:
+    """A new empty file next to ``path`` (same file system, so ``os.replace`` is atomic). Its name
+    starts with a dot and ends in ``.tmp``: a write cut short (SIGKILL, power loss) leaves at most
+    this file behind, never a partial ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _write_failure(path, exc) from exc
+    os.close(fd)
+    return tmp
+
+
+def _write_failure(path: Path, exc: BaseException) -> RunFailure:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
+    return RunFailure(f"could not write {path} ({reason}); its previous version, if any, is intact: free "
+                      f"space or fix permissions, then re-run the same command to resume")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _temporary(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_failure(path, exc) from exc
         raise
 
 
@@ -34,17 +54,32 @@ def atomic_write_json(path: Path, payload: Any) -> None:
 
 def atomic_torch_save(path: Path, payload: Any) -> None:
     """``torch.save`` with the same all-or-nothing guarantee."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _temporary(path)
     try:
-        torch.save(payload, tmp)
-        with open(tmp, "rb") as handle:
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        # torch.save reports a failed write (e.g. a full disk) as a RuntimeError of its zip writer
+        # raised while handling the OSError of the file object
+        cause = _os_error(exc)
+        if cause is not None:
+            raise _write_failure(path, cause) from exc
         raise
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError that ``exc`` is, or was raised from or while handling, if any."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from typing import Sequence
 
 from .errors import OdimoError
@@ -19,6 +21,9 @@ COMMAND_MODULES = (
     "report",
     "compare",
 )
+
+# Set to 1 to get the traceback of any error (usage and runtime errors, and bugs).
+DEBUG_ENV = "ODIMO_DEBUG"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,14 +50,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    debug = os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     try:
         return int(args.handler(args) or 0)
     except OdimoError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"odimo {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"odimo {args.command}: interrupted; finished results are kept on disk", file=sys.stderr)
         return 130
+    except OSError as exc:  # the system refused (disk full, permissions, missing path): not a bug
+        if debug:
+            traceback.print_exc()
+        print(f"odimo {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: one line, and the way to get the traceback
+        if debug:
+            raise
+        print(f"odimo {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} (this is a bug; "
+              f"re-run with {DEBUG_ENV}=1 for the traceback and report it)", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -39,3 +39,9 @@ def odimo_phase_end(phase: str, epoch: int, metrics: Mapping[str, Any]) -> None:
 @hookspec
 def odimo_trial_end(study_name: str, trial_number: int, result: Mapping[str, Any]) -> None:
     """Observer: called when a study trial finishes, with its recorded result."""
+
+
+@hookspec
+def odimo_register_heuristics() -> list:
+    """Return a list of :class:`odimo_moo.mapping_search.ManualMapping`: hand-written mappings tied to a
+    SoC by name (e.g. the heuristic baselines of its paper), run by the ``heuristic`` strategy."""

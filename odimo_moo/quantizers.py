@@ -36,9 +36,33 @@ class IntWeightQuantizer(nn.Module):
         return _pow2_ceil(weight.detach().abs().max().clamp_min(1e-12) / qmax)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            scale = self.scale(weight)
+        return _FakeQuantizeInt.apply(weight, scale, -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1)
+
+    def reference_forward(self, weight: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` as plain differentiable ops (its specification; equal values and gradients)."""
         scale = self.scale(weight)
         low, high = -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
         return ste_round(weight / scale).clamp(low, high) * scale
+
+
+class _FakeQuantizeInt(torch.autograd.Function):
+    """``clamp(round(w / scale), low, high) * scale`` with a straight-through (identity) gradient.
+
+    The scale is a power of two >= ``max|w| / (2^(bits-1) - 1)``, so the clamp never bites and the
+    op-by-op gradient ``g * scale / scale`` is exactly ``g``. (The op-by-op form can lose the gradient
+    of a weight rounding to the top level: its straight-through sum ``v + (round(v) - v)`` may
+    round a hair above the clamp bound. This node does not.)
+    """
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, scale: torch.Tensor, low: int, high: int) -> torch.Tensor:  # type: ignore[override]
+        return torch.div(weight, scale).round_().clamp_(low, high).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return grad, None, None, None
 
 
 class TernaryWeightQuantizer(nn.Module):
@@ -54,6 +78,11 @@ class TernaryWeightQuantizer(nn.Module):
         self.threshold = threshold
         self.log_scale = nn.Parameter(torch.zeros(out_channels))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self._known_initialized = False  # host-side copy of ``initialized``: no device sync per forward
+
+    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
+        super()._load_from_state_dict(*args, **kwargs)  # type: ignore[arg-type]
+        self._known_initialized = False
 
     def levels(self, weight: torch.Tensor) -> torch.Tensor:
         """The ternary values of ``weight`` (no scale), straight-through to ``weight``."""
@@ -72,11 +101,126 @@ class TernaryWeightQuantizer(nn.Module):
         self.log_scale.copy_(mean_kept.clamp_min(1e-8).log())
         self.initialized.fill_(True)
 
+    def _ensure_initialized(self, weight: torch.Tensor) -> None:
+        if not self._known_initialized:
+            if not bool(self.initialized):
+                self._initialize(weight)
+            self._known_initialized = True
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if not bool(self.initialized):
-            self._initialize(weight)
+        self._ensure_initialized(weight)
+        return _FakeQuantizeTernary.apply(weight, self.log_scale, self.threshold)
+
+    def reference_forward(self, weight: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` as plain differentiable ops (its specification).
+
+        Same gradients; the values agree up to the last bit of the straight-through sum (the fused
+        forward gives exactly ``{-1, 0, +1} * scale``).
+        """
+        self._ensure_initialized(weight)
         shape = (-1,) + (1,) * (weight.dim() - 1)
         return self.levels(weight) * self.log_scale.exp().view(shape)
+
+
+class _FakeQuantizeTernary(torch.autograd.Function):
+    """``levels(w) * exp(log_scale)`` per output channel in one autograd node.
+
+    Gradients as :meth:`TernaryWeightQuantizer.levels` defines them: to ``w`` through the
+    straight-through ``w / max|w|`` of its channel, to ``log_scale`` through the exact product.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, log_scale: torch.Tensor, threshold: float) -> torch.Tensor:  # type: ignore[override]
+        flat = weight.reshape(weight.shape[0], -1)
+        magnitude = flat.abs()
+        delta = threshold * magnitude.mean(dim=1, keepdim=True)
+        hard = torch.sign(flat).mul_(magnitude > delta)
+        largest = magnitude.amax(dim=1, keepdim=True).clamp_min_(1e-12)
+        scale = log_scale.exp().unsqueeze(1)
+        ctx.save_for_backward(hard, largest, scale)
+        ctx.shape = weight.shape
+        return (hard * scale).view(weight.shape)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        hard, largest, scale = ctx.saved_tensors
+        flat = grad.reshape(hard.shape)
+        grad_weight = grad_log_scale = None
+        if ctx.needs_input_grad[0]:
+            grad_weight = (flat * scale).div_(largest).view(ctx.shape)
+        if ctx.needs_input_grad[1]:
+            grad_log_scale = (flat * hard).sum(dim=1).mul_(scale.squeeze(1))
+        return grad_weight, grad_log_scale, None
+
+
+class _FakeQuantizeActivation(torch.autograd.Function):
+    """``round(clamp(x, low, clip) / step) * step`` with ``step = clip / levels``, straight-through.
+
+    One autograd node instead of eight elementwise ones: the forward makes one activation-sized
+    tensor (its output) and saves ``x`` and the output, which the surrounding layers keep alive
+    anyway (the producing ReLU and the consuming conv), so it adds no saved memory. The gradients
+    are the op-by-op composition's (PACT clip + LSQ-style step gradient), with ``y`` the output:
+
+    * ``x``: ``g`` where ``low < x < clip``, else 0;
+    * ``clip = 2^round(log2_clip)``: ``sum(g * (y - x * [low < x < clip])) / clip``, i.e.
+      ``sum(g * (round(q) - q)) / levels`` inside the range plus ``+g`` above ``clip`` (and ``-g``
+      below ``-clip`` when signed), with ``q = x / step``.
+
+    Inputs exactly on a bound get the gradient of the side outside the range (the min/max
+    composition gives them half of each); for unsigned inputs fed by a ReLU the bound 0 receives no
+    gradient either way.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, log2_clip: torch.Tensor, levels: int, signed: bool) -> torch.Tensor:  # type: ignore[override]
+        clip = torch.exp2(torch.round(log2_clip))  # == ActivationQuantizer.clip()
+        step = clip / levels
+        if x.device.type == "cpu":
+            # Scaling first lets the clamp use constant bounds (much cheaper on CPU). Same values:
+            # division is monotonic and round(clip / step) == levels.
+            out = torch.div(x, step).clamp_(-levels if signed else 0, levels).round_().mul_(step)
+        else:  # no host synchronisation on accelerators
+            low = -clip if signed else torch.zeros_like(clip)
+            out = torch.clamp(x, low, clip).div_(step).round_().mul_(step)
+        ctx.save_for_backward(x, out, clip)
+        ctx.signed = signed
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        x, out, clip = ctx.saved_tensors
+        need_x, need_clip = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = slope = None
+        if x.device.type == "cpu":
+            # Constant bounds (one fused kernel per mask) and ONE activation-sized buffer: first the
+            # slope of the clip gradient, then, overwritten, the gradient of x.
+            high = float(clip)
+            low = -high if ctx.signed else 0.0
+            buffer = None
+            if need_clip:
+                buffer = torch.ops.aten.hardtanh_backward(x, x, low, high)  # x where inside, else 0
+                slope = torch.sub(out, buffer, out=buffer)
+                grad_clip = _clip_gradient(grad, slope, clip)
+            if need_x:
+                if buffer is None:
+                    grad_x = torch.ops.aten.hardtanh_backward(grad, x, low, high)
+                else:
+                    grad_x = torch.ops.aten.hardtanh_backward.grad_input(grad, x, low, high, grad_input=buffer)
+        else:  # elementwise passes are cheap on accelerators; host synchronisation is not
+            low_t = -clip if ctx.signed else torch.zeros_like(clip)
+            inside = (x > low_t) & (x < clip)
+            if need_clip:
+                grad_clip = _clip_gradient(grad, torch.where(inside, out - x, out), clip)
+            if need_x:
+                grad_x = torch.where(inside, grad, grad.new_zeros(()))
+        return grad_x, grad_clip if need_clip else None, None, None
+
+
+def _clip_gradient(grad: torch.Tensor, slope: torch.Tensor, clip: torch.Tensor) -> torch.Tensor:
+    """Gradient of ``log2_clip`` from ``sum(grad * slope) / clip`` (see :class:`_FakeQuantizeActivation`)."""
+    d_clip = torch.dot(grad.reshape(-1), slope.reshape(-1)).to(clip.dtype) / clip
+    # clip = 2^round(log2_clip), rounded straight-through: d clip / d log2_clip = clip * ln 2.
+    return d_clip * clip * math.log(2.0)
 
 
 class ActivationQuantizer(nn.Module):
@@ -99,6 +243,14 @@ class ActivationQuantizer(nn.Module):
         return 2 ** (self.bits - 1) - 1 if self.signed else 2 ** self.bits - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _FakeQuantizeActivation.apply(x, self.log2_clip, self.levels, self.signed)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same fake quantization written as plain differentiable ops (slower, more memory).
+
+        Kept as the specification of :meth:`forward`: equal values, and equal gradients except for
+        inputs exactly on a clip bound (there the elementwise min/max halves the gradient).
+        """
         clip = self.clip()
         low = -clip if self.signed else torch.zeros_like(clip)
         clamped = torch.minimum(torch.maximum(x, low), clip)

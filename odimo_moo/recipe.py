@@ -46,6 +46,10 @@ class Recipe:
                 raise UsageError(f"recipe: {name} must be >= 0, got {getattr(self, name)}")
         if self.batch_size < 1:
             raise UsageError(f"recipe: batch_size must be >= 1, got {self.batch_size}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise UsageError(f"recipe: weight_decay must be a number >= 0, got {self.weight_decay}")
+        if not math.isfinite(self.temperature_decay):
+            raise UsageError(f"recipe: temperature_decay must be a finite number, got {self.temperature_decay}")
         for name in ("lr", "nas_lr", "temperature"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -75,9 +79,8 @@ class Recipe:
         for name, value in values.items():
             kind = type(known[name].default)
             try:
-                converted[name] = value if kind is str else (
-                    _to_bool(value) if kind is bool else kind(value))
-            except (TypeError, ValueError) as exc:
+                converted[name] = _convert(kind, value)
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise UsageError(f"training parameter {name}={value!r} is not a valid {kind.__name__}") from exc
         return cls(**converted)
 
@@ -101,6 +104,22 @@ class Recipe:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _convert(kind: type, value: Any) -> Any:
+    """``value`` as a field of type ``kind``; never truncates (2.5 is not an int) or reads a bool
+    as a number."""
+    if kind is str:
+        return value
+    if kind is bool:
+        return _to_bool(value)
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    return kind(value)
 
 
 def _to_bool(value: Any) -> bool:

@@ -247,18 +247,34 @@ class ODiMO(nn.Module):
 
     # ----------------------------------------------------------------- cost
     def unit_counts(self) -> torch.Tensor:
-        """Channels on every SoC unit for every split layer, ``[K, L]`` (differentiable in search mode)."""
-        columns = []
-        for _, layer in self.split_layers():
-            full = layer.channel_counts().new_zeros(len(self.soc.units))
-            columns.append(full.index_add(0, layer.unit_indices, layer.channel_counts()))
-        if not columns:
+        """Channels on every SoC unit for every split layer, ``[K, L]`` (differentiable in search mode).
+
+        In search mode each layer reuses the counts of the mask its last forward computed (see
+        :meth:`SplitLayer.channel_counts`); all layers' counts are scattered in one ``index_add``.
+        """
+        layers = [layer for _, layer in self.split_layers()]
+        if not layers:
             return torch.zeros(len(self.soc.units), 0)
-        return torch.stack(columns, dim=1)
+        local = torch.cat([layer.channel_counts() for layer in layers])
+        index = self._unit_count_index(layers, local.device)
+        flat = local.new_zeros(len(self.soc.units) * len(layers)).index_add(0, index, local)
+        return flat.view(len(self.soc.units), len(layers))
+
+    def _unit_count_index(self, layers: Sequence[SplitLayer], device: torch.device) -> torch.Tensor:
+        """Flat ``[K * L]`` position of every (layer, local unit) pair: ``unit * L + layer``."""
+        cache: dict[torch.device, torch.Tensor] = self.__dict__.setdefault("_count_index", {})
+        if device not in cache:
+            count = len(layers)
+            cache[device] = torch.cat([layer.unit_indices.cpu() * count + column
+                                       for column, layer in enumerate(layers)]).to(device)
+        return cache[device]
 
     def searched_cost(self, smooth: bool = True) -> dict[str, torch.Tensor]:
         """Latency (cycles) and energy (microjoules) per split layer, ``[L]`` each."""
-        counts = self.unit_counts().to(torch.float64)
+        return self._searched_cost_of_counts(self.unit_counts(), smooth)
+
+    def _searched_cost_of_counts(self, counts: torch.Tensor, smooth: bool) -> dict[str, torch.Tensor]:
+        counts = counts.to(torch.float64)
         table = self._split_table.to(counts.device) if len(self.split_names) else self._split_table
         cycles = self.soc.unit_cycles(table, counts)
         latency = smooth_max(cycles, 0, self.relative_temperature) if smooth else hard_max(cycles, 0)
@@ -282,7 +298,7 @@ class ODiMO(nn.Module):
         metric = metric or self.metric
         if metric not in METRICS:
             raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-        total = self.searched_cost(smooth=smooth)[metric].sum()
+        total = self._searched_cost_of_counts(self.unit_counts(), smooth)[metric].sum()
         if include_fixed:
             total = total + self._fixed_costs[metric]
         return total

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -44,6 +44,14 @@ class SplitLayer(nn.Module):
         self.mode = MaskMode.SEARCH
         self.register_buffer("unit_indices", torch.tensor(list(unit_indices), dtype=torch.long))
         self.register_buffer("fixed_units", torch.zeros(spec.out_channels, dtype=torch.long))
+        # Channel counts of the last search-mode forward's mask (see ``channel_counts``).
+        self._forward_counts: tuple[torch.Tensor, tuple[int, ...]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The cached counts are part of an autograd graph: never copied, pickled or deep-copied.
+        state = self.__dict__.copy()
+        state["_forward_counts"] = None
+        return state
 
     @property
     def channels(self) -> int:
@@ -55,6 +63,7 @@ class SplitLayer(nn.Module):
 
     def set_mode(self, mode: MaskMode) -> None:
         self.mode = mode
+        self._forward_counts = None
 
     def fix(self, units_of_channels: torch.Tensor) -> None:
         """Freeze the mapping: ``units_of_channels[c]`` is the local unit index of channel ``c``."""
@@ -64,6 +73,7 @@ class SplitLayer(nn.Module):
             raise ValueError(f"unit indices must be in [0, {self.num_units})")
         self.fixed_units.copy_(units_of_channels.to(self.fixed_units.device))
         self.mode = MaskMode.FIXED
+        self._forward_counts = None
 
     def sampled_mask(self) -> torch.Tensor:
         device = self.fixed_units.device
@@ -89,17 +99,57 @@ class SplitLayer(nn.Module):
         return self.assignment.hard_assignment()
 
     def channel_counts(self) -> torch.Tensor:
-        """Channels per local unit ``[K]``, differentiable w.r.t. the assignment in search mode."""
+        """Channels per local unit ``[K]``, differentiable w.r.t. the assignment in search mode.
+
+        In search mode the counts of the mask the last forward used are handed out once (the cost
+        of a training step then costs no second mask evaluation) when that mask is still current:
+        no assignment parameter or buffer changed since, no backward went through it yet, and it
+        carries gradient if gradient is needed now. Otherwise the mask is computed afresh.
+        """
         if self.mode is MaskMode.SEARCH:
-            return self.assignment.mask().sum(dim=0)
+            counts = self._take_forward_counts()
+            return counts if counts is not None else self.assignment.mask().sum(dim=0)
         return torch.bincount(self.units_of_channels(), minlength=self.num_units).float()
+
+    def _assignment_state(self) -> tuple[int, ...]:
+        tensors = list(self.assignment.parameters()) + list(self.assignment.buffers())
+        return tuple(t._version for t in tensors)
+
+    def _remember_forward_counts(self, mask: torch.Tensor) -> None:
+        if torch.is_inference_mode_enabled():
+            self._forward_counts = None
+            return
+        counts = mask.sum(dim=0)
+        if mask.requires_grad:
+            # A backward through the forward's graph frees the mask's saved tensors: forget then.
+            mask.register_hook(self._forget_forward_counts)
+        self._forward_counts = (counts, self._assignment_state())
+
+    def _forget_forward_counts(self, grad: torch.Tensor) -> None:
+        self._forward_counts = None
+
+    def _take_forward_counts(self) -> torch.Tensor | None:
+        cached, self._forward_counts = self._forward_counts, None
+        if cached is None or torch.is_inference_mode_enabled():
+            return None
+        counts, state = cached
+        if state != self._assignment_state():
+            return None
+        if torch.is_grad_enabled() and not counts.requires_grad and any(
+                p.requires_grad for p in self.assignment.parameters()):
+            return None
+        return counts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = self.mask().to(x.dtype)
+        if self.mode is MaskMode.SEARCH:
+            self._remember_forward_counts(mask)
         weight, bias = self.layer.weight, self.layer.bias
         if self.fold:
-            dense = torch.stack([alt.dense_weight(weight) for alt in self.alternatives], dim=1)
-            mixed = (mask.view(mask.shape + (1,) * (weight.dim() - 1)) * dense).sum(dim=1)
+            # ONE op over the per-channel mixture of the units' weights, built unit by unit.
+            mixed = None
+            for k, alt in enumerate(self.alternatives):
+                mixed = alt.mix_into(mixed, mask[:, k], weight)
             return run_dense(self.layer, self.input_quantizers[0](x), mixed, bias)
         shape = (1, -1) + (1,) * (x.dim() - 2)
         output = 0

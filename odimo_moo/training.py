@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_torch_save, load_checkpoint
-from .errors import RunFailure
+from .errors import RunFailure, UsageError
 from .searchable import ODiMO
 
 
@@ -101,6 +101,12 @@ class PhaseRunner:
     progress: bool = True
     on_epoch_end: Callable[[str, int, dict[str, Any]], None] = lambda phase, epoch, metrics: None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # What a checkpoint must have been written with to be resumed (None: anything).
+    fingerprint: str | None = None
+
+    def _shuffler(self) -> torch.Generator | None:
+        """The generator that shuffles the training data (saved with each checkpoint)."""
+        return getattr(self.train_loader, "generator", None)
 
     def _path(self, phase: str) -> Path:
         return self.checkpoint_dir / f"{phase}.pt"
@@ -112,18 +118,34 @@ class PhaseRunner:
         path = self._path(spec.name)
         if path.exists():
             state = load_checkpoint(path)
-            self.model.load_state_dict(state["model"])
-            for optimizer, optimizer_state in zip(optimizers, state["optimizers"]):
-                optimizer.load_state_dict(optimizer_state)
-            torch.set_rng_state(state["rng"])
-            start = int(state["epoch"])
-            self.history = list(state["history"])
+            stored = state.get("fingerprint")
+            if self.fingerprint is not None and stored is not None and stored != self.fingerprint:
+                raise UsageError(f"{path} is a checkpoint of a run with other settings (model, data, seed, "
+                                 f"lambda or training parameters); re-running resumes only the same command: "
+                                 f"choose another output folder, or delete {path.parent} to start over")
+            try:
+                self.model.load_state_dict(state["model"])
+                for optimizer, optimizer_state in zip(optimizers, state["optimizers"]):
+                    optimizer.load_state_dict(optimizer_state)
+                torch.set_rng_state(state["rng"])
+                if state.get("loader_rng") is not None and self._shuffler() is not None:
+                    self._shuffler().set_state(state["loader_rng"])  # the next epoch's order, as if never stopped
+                start = int(state["epoch"])
+                self.history = list(state["history"])
+            except (KeyError, RuntimeError, ValueError, TypeError) as exc:  # e.g. another version's layout
+                reason = " ".join(str(exc).split())[:300]
+                raise RunFailure(f"checkpoint {path} does not fit this run ({type(exc).__name__}: {reason}); "
+                                 f"delete it to restart that phase") from exc
         bar = tqdm(range(start, spec.epochs), desc=spec.name, initial=start, total=spec.epochs, leave=False,
                    disable=not self.progress, file=sys.stderr)
         for epoch in bar:
             spec.on_epoch_start(epoch)
             cost_weight = spec.cost_weight_at(epoch)
-            train = run_epoch(self.model, self.train_loader, self.device, optimizers, cost_weight)
+            try:
+                train = run_epoch(self.model, self.train_loader, self.device, optimizers, cost_weight)
+            except Diverged as exc:
+                kept = f"; {path} keeps epoch {epoch}" if epoch else ""
+                raise Diverged(f"{spec.name} epoch {epoch + 1}: {exc}{kept}; try a lower lr or lambda") from exc
             val = evaluate(self.model, self.val_loader, self.device)
             metrics: dict[str, Any] = {"phase": spec.name, "epoch": epoch + 1, "lambda": cost_weight,
                                        "train_loss": train["loss"], "train_accuracy": train["accuracy"],
@@ -137,6 +159,7 @@ class PhaseRunner:
             atomic_torch_save(path, {"model": self.model.state_dict(),
                                      "optimizers": [o.state_dict() for o in optimizers],
                                      "rng": torch.get_rng_state(), "epoch": epoch + 1,
-                                     "history": self.history})
+                                     "loader_rng": None if self._shuffler() is None else self._shuffler().get_state(),
+                                     "history": self.history, "fingerprint": self.fingerprint})
             self.on_epoch_end(spec.name, epoch + 1, metrics)
         return self.history

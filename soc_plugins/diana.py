@@ -11,6 +11,7 @@ import torch
 from odimo_moo.cost_primitives import gate, ste_ceil
 from odimo_moo.hookspecs import hookimpl
 from odimo_moo.layer_spec import LayerSpec, LayerTable, OpKind
+from odimo_moo.mapping_search import ManualMapping, SearchedLayer
 from odimo_moo.quantizers import IntFormat, TernaryFormat
 from odimo_moo.soc import FormulaUnit, SoC
 
@@ -81,3 +82,16 @@ def build_diana() -> DianaSoC:
 @hookimpl
 def odimo_register_socs() -> list[SoC]:
     return [build_diana()]
+
+
+def first_last_digital(layers: list[SearchedLayer]) -> dict[str, dict[str, int]]:
+    """The paper's manual mapping: first and last searched layers digital, the rest analog."""
+    ends = {layers[0].name, layers[-1].name} if layers else set()
+    return {layer.name: {"digital" if layer.name in ends or "analog" not in layer.units else "analog":
+                         layer.spec.out_channels} for layer in layers}
+
+
+@hookimpl
+def odimo_register_heuristics() -> list[ManualMapping]:
+    return [ManualMapping("first_last_digital", "diana", "first and last searched layers digital, the rest "
+                          "analog (the DIANA paper's manual mapping)", first_last_digital)]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import sys
+from pathlib import Path
+from typing import Iterator
 
 from ..checkpoint import check_writable
 from ..errors import UsageError
@@ -29,6 +33,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Refuse a second `odimo search` on the same output folder while one runs (their checkpoints
+    would interleave). The lock dies with its process, so a killed run never leaves it behind."""
+    with open(folder / ".odimo-search.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UsageError(f"another `odimo search` is running in {folder}; wait for it, or choose "
+                             f"another --out") from None
+        yield
+
+
 def run(args: argparse.Namespace) -> int:
     from ..workbench import Setup, Workbench
 
@@ -46,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     strategy = pick(bench.registry.strategies(), args.strategy, "strategy")
     for writable in (folder, bench.cache_dir):  # fail now, not after hours of training
         check_writable(writable)
-    outcomes = strategy.run(bench, params, folder)
+    with folder_lock(folder):
+        outcomes = strategy.run(bench, params, folder)
     if args.json:
         json.dump([o.to_dict() for o in outcomes], sys.stdout, indent=2)
         print()

@@ -1,0 +1,220 @@
+"""Shared helpers of the benchmarks: machine facts, models, one search-phase training step, timing.
+
+Not a test and never run by CI. Every benchmark is one command (``python benchmarks/<name>.py``)
+writing ``benchmarks/results/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+#: (SoC, model) pairs of the step-time benchmarks, at 3x32x32 inputs and 10 classes.
+CASES = {"diana": "resnet20", "darkside": "mobilenetv1_darkside_tiny"}
+INPUT_SHAPE = (3, 32, 32)
+NUM_CLASSES = 10
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu_model": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "load_average_at_start": list(os.getloadavg()),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: on a shared machine several threads wait "
+                             "on each other at every op, which makes timings meaningless)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--output", type=Path, default=None, help="where to write the JSON result")
+    return parser
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda asked for, but CUDA is not available")
+    return device
+
+
+def write_result(name: str, payload: Mapping[str, Any], output: Path | None = None) -> Path:
+    path = output or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = dict(payload)
+    data.setdefault("machine", {})["load_average_at_end"] = list(os.getloadavg())
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
+# ----------------------------------------------------------------------------- models
+def registry():
+    from odimo_moo.registry import PluginRegistry
+
+    return PluginRegistry.load(())
+
+
+def soc_and_model(soc_name: str, model_name: str, seed: int = 0):
+    """The SoC object and a freshly initialised (seeded) plain model."""
+    from odimo_moo.models import build_model
+    from odimo_moo.registry import pick
+
+    plugins = registry()
+    soc = pick(plugins.socs(), soc_name, "SoC")
+    torch.manual_seed(seed)
+    plain = build_model(plugins.models(), model_name, NUM_CLASSES, INPUT_SHAPE[0], INPUT_SHAPE[1:])
+    return soc, plain
+
+
+def searchable(plain: nn.Module, soc, **options: Any) -> nn.Module:
+    """The searchable model as the ``odimo`` strategy builds it (default recipe: balanced thermometric)."""
+    from odimo_moo.recipe import Recipe
+    from odimo_moo.searchable import ODiMO
+
+    recipe = Recipe()
+    kwargs: dict[str, Any] = {"parametrization": recipe.parametrization, "init": recipe.init,
+                              "quantize": recipe.quantize}
+    kwargs.update(options)
+    return ODiMO(plain, soc, INPUT_SHAPE, **kwargs)
+
+
+def batch(batch_size: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn((batch_size,) + INPUT_SHAPE, generator=generator)
+    y = torch.randint(0, NUM_CLASSES, (batch_size,), generator=generator)
+    return x.to(device), y.to(device)
+
+
+def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cost_weight: float) -> Callable[[], None]:
+    """One search-phase step as ``odimo_moo.training.run_epoch`` does it, with the ``odimo`` strategy's
+    optimizers (weights: the recipe's optimizer; assignment: Adam without weight decay).
+
+    For a model that is not an ``ODiMO`` (the plain baseline) only the task loss is trained.
+    """
+    from odimo_moo.recipe import Recipe
+    from odimo_moo.searchable import ODiMO
+    from odimo_moo.training import make_optimizer
+
+    recipe = Recipe()
+    model.train()
+    if isinstance(model, ODiMO):
+        optimizers = [make_optimizer(recipe.optimizer, model.net_parameters(), recipe.lr, recipe.weight_decay),
+                      torch.optim.Adam(list(model.nas_parameters()), lr=recipe.nas_lr, weight_decay=0.0)]
+    else:
+        optimizers = [make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.weight_decay)]
+    searching = isinstance(model, ODiMO) and cost_weight > 0
+
+    def step() -> None:
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        objective = loss + cost_weight * model.cost.to(loss.dtype) if searching else loss
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        for optimizer in optimizers:
+            optimizer.step()
+        float(objective.detach())  # run_epoch reads the loss every step (a device sync on CUDA)
+
+    return step
+
+
+# ----------------------------------------------------------------------------- timing
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Timing:
+    wall: list[float]
+    cpu: list[float]
+
+    def summary(self) -> dict[str, float]:
+        return {"wall_median_s": statistics.median(self.wall), "wall_min_s": min(self.wall),
+                "cpu_median_s": statistics.median(self.cpu), "cpu_min_s": min(self.cpu),
+                "repetitions": len(self.wall)}
+
+
+def interleaved(functions: Mapping[str, Callable[[], None]], repetitions: int, device: torch.device,
+                warmup: int = 2, calls: int = 1) -> dict[str, Timing]:
+    """Time each function ``repetitions`` times, interleaved A/B/C/A/B/C..., the order rotated every round
+    so that no variant always follows the same one. Each sample is ``calls`` consecutive calls (divided).
+
+    Records wall time and process CPU time: on a shared machine the CPU time of a single-threaded
+    process is far less disturbed by other processes than its wall time.
+    """
+    names = list(functions)
+    for name in names:
+        for _ in range(warmup):
+            functions[name]()
+    synchronize(device)
+    timings = {name: Timing([], []) for name in names}
+    for round_index in range(repetitions):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            synchronize(device)
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(calls):
+                functions[name]()
+            synchronize(device)
+            timings[name].wall.append((time.perf_counter() - wall) / calls)
+            timings[name].cpu.append((time.process_time() - cpu) / calls)
+    return timings
+
+
+def ratios(timings: Mapping[str, Timing], baseline: str) -> dict[str, dict[str, float]]:
+    """Per variant, its time over the baseline's: ratio of medians, and median of the per-round ratios
+    (each round's samples were taken back to back, so slow phases of the machine cancel)."""
+    result = {}
+    base = timings[baseline]
+    for name, timing in timings.items():
+        if name == baseline:
+            continue
+        result[name] = {
+            "cpu_ratio_of_medians": statistics.median(timing.cpu) / statistics.median(base.cpu),
+            "cpu_median_of_paired_ratios": statistics.median(a / b for a, b in zip(timing.cpu, base.cpu)),
+            "wall_ratio_of_medians": statistics.median(timing.wall) / statistics.median(base.wall),
+            "wall_median_of_paired_ratios": statistics.median(a / b for a, b in zip(timing.wall, base.wall)),
+            "cpu_ratio_of_minima": min(timing.cpu) / min(base.cpu),
+        }
+    return result
+
+
+def headline(values: Sequence[float]) -> str:
+    return " ".join(f"{v:.3f}" for v in values)

@@ -1,0 +1,92 @@
+"""The cost model's share of a search step: ``model.cost`` forward + backward vs the whole step.
+
+Per SoC (same models as ``step_time``), timed interleaved with the full search step:
+
+* ``cost_marginal``: what the cost adds to a training step -- right after the forward, gathering
+  the channel counts (reused from the masks the forward computed), the cycle/energy formulas of
+  every unit forward, and their backward down to the counts. (From the counts on, the gradient
+  joins the task loss's in each layer's mask, whose backward the step runs anyway.)
+* ``cost_after_forward``: ``model.cost`` right after the forward, then ``cost.backward()`` all the
+  way to the assignment parameters (an upper bound: includes every mask's backward);
+* ``cost_recomputed``: ``model.cost`` + backward with no forward before it (every layer's mask
+  is evaluated again: the fallback path);
+* ``step``: the whole search-phase step (forward, task loss + lambda * cost, backward, optimizers).
+
+    python benchmarks/cost_share.py           # -> benchmarks/results/cost_share.json
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+import _common as common
+
+
+def main() -> None:
+    parser = common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--repetitions", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--cost-weight", type=float, default=1e-6)
+    parser.add_argument("--socs", nargs="*", default=list(common.CASES), choices=list(common.CASES))
+    args = parser.parse_args()
+    device = common.setup(args)
+    result = {"benchmark": "cost_share", "machine": common.machine_info(device),
+              "settings": {"batch_size": args.batch_size, "input_shape": list(common.INPUT_SHAPE),
+                           "repetitions": args.repetitions}, "socs": {}}
+    for soc_name in args.socs:
+        model_name = common.CASES[soc_name]
+        soc, plain = common.soc_and_model(soc_name, model_name)
+        model = common.searchable(plain, soc).to(device)
+        x, y = common.batch(args.batch_size, device)
+        step = common.training_step(model, x, y, args.cost_weight)
+        cost_times: dict[str, list[float]] = {"cost_marginal": [], "cost_after_forward": [], "cost_recomputed": []}
+
+        def cost_marginal() -> None:
+            model(x)  # not timed
+            common.synchronize(device)
+            start = time.process_time()
+            counts = model.unit_counts()
+            cost = model._searched_cost_of_counts(counts, smooth=True)[model.metric].sum()
+            torch.autograd.grad(cost, counts)
+            common.synchronize(device)
+            cost_times["cost_marginal"].append(time.process_time() - start)
+
+        def cost_after_forward() -> None:
+            model(x)  # not timed: leaves each layer's forward counts behind
+            common.synchronize(device)
+            start = time.process_time()
+            model.cost.backward()
+            common.synchronize(device)
+            cost_times["cost_after_forward"].append(time.process_time() - start)
+
+        def cost_recomputed() -> None:
+            start = time.process_time()
+            model.cost.backward()
+            common.synchronize(device)
+            cost_times["cost_recomputed"].append(time.process_time() - start)
+
+        timings = common.interleaved({"step": step, "cost_marginal": cost_marginal,
+                                      "cost_after_forward": cost_after_forward,
+                                      "cost_recomputed": cost_recomputed}, args.repetitions, device)
+        for values in cost_times.values():
+            del values[:-args.repetitions]  # drop the warm-up calls
+        step_cpu = statistics.median(timings["step"].cpu)
+        entry = {"model": model_name, "split_layers": len(model.split_names),
+                 "step_cpu_median_s": step_cpu,
+                 "step_wall_median_s": statistics.median(timings["step"].wall)}
+        for name, values in cost_times.items():
+            entry[f"{name}_cpu_median_s"] = statistics.median(values)
+            entry[f"{name}_share_of_step"] = statistics.median(values) / step_cpu
+        result["socs"][soc_name] = entry
+        print(f"{soc_name} {model_name}: cost share {entry['cost_marginal_share_of_step']:.2%} "
+              f"(down to the alphas: {entry['cost_after_forward_share_of_step']:.2%}, "
+              f"recomputed masks: {entry['cost_recomputed_share_of_step']:.2%}) of a "
+              f"{step_cpu * 1000:.0f} ms CPU step")
+    common.write_result("cost_share", result, args.output)
+
+
+if __name__ == "__main__":
+    main()

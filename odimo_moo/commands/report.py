@@ -1,0 +1,82 @@
+"""``odimo report``: Pareto fronts, hypervolumes, CSV/JSON tables and plots of a study."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report", help="Pareto fronts, hypervolume, CSV/JSON and plots of a study",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read a study and write pareto.csv, pareto.json (front points with lambda,\n"
+                    "hyperparameters, artifact paths, trial number and driver; hypervolume with its\n"
+                    "reference point), all_trials.csv, pareto_latency.png, pareto_energy.png (fronts\n"
+                    "highlighted per driver, all trials dimmed, baselines.json of the study folder as\n"
+                    "stars) and mapping_trial<N>.png (channels per unit of every searched layer), then\n"
+                    "print the front. Fronts use test accuracy; the samplers only see validation accuracy.\n\n"
+                    "A study is an ordinary Optuna storage, so optuna-dashboard works on it too:\n"
+                    "  optuna-dashboard sqlite:///runs/quickstart/study.db",
+        epilog="examples:\n"
+               "  odimo report                       # the quickstart study in runs/quickstart\n"
+               "  odimo report runs/my-study --point 4\n"
+               "  odimo report --storage postgresql+psycopg2://user@db-host/odimo --study my-study --out rep")
+    parser.add_argument("study", nargs="?", default=None, metavar="STUDY_OR_OUT_DIR",
+                        help="study YAML file, packaged study name or output folder of `odimo run` "
+                             "(default: quickstart)")
+    parser.add_argument("--storage", default=None, metavar="URL", help="read this Optuna storage instead")
+    parser.add_argument("--study", dest="study_name", default=None, metavar="NAME",
+                        help="study name in --storage (default: its only study)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="where to write (default: the study's folder)")
+    parser.add_argument("--point", type=int, default=None, metavar="TRIAL",
+                        help="trial whose mapping to plot (default: the most accurate Pareto point)")
+    parser.set_defaults(handler=run)
+
+
+def _from_config(ref: str | None, plugins: list[str]) -> tuple[str, str | None, Path | None]:
+    """Storage URL, study name and study folder named by a study file, packaged study or output folder."""
+    from ..errors import UsageError
+    from ..study.config import load_study
+
+    folder = Path(ref).expanduser() if ref else None
+    if folder is not None and folder.is_dir():
+        if not (folder / "study.yaml").is_file():
+            raise UsageError(f"{folder} is not an `odimo run` output folder (no study.yaml)")
+        ref = str(folder / "study.yaml")
+    config = load_study(ref, plugins=plugins)
+    return config.storage, config.name, config.out
+
+
+def run(args: argparse.Namespace) -> int:
+    import optuna
+
+    from ..errors import UsageError
+    from ..study.report import build_report, format_table, load_baselines, write_report
+    from ..study.storage import OUT_ATTR, open_storage, quiet_optuna
+
+    quiet_optuna()
+    if args.storage:
+        url, name, folder = args.storage, args.study_name, None
+    elif args.study_name:
+        raise UsageError("--study needs --storage (a study file or folder names its own study)")
+    else:
+        url, name, folder = _from_config(args.study, args.plugin)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        raise UsageError(f"no study database at {url[len('sqlite:///'):]}; run `odimo run` first")
+    storage = open_storage(url)
+    names = optuna.get_all_study_names(storage)
+    if name is None and len(names) == 1:
+        name = names[0]
+    if name not in names:
+        raise UsageError(f"no study {name or '(name one with --study)'} in {url}; studies there: "
+                         f"{', '.join(names) or 'none'}")
+    study = optuna.load_study(study_name=name, storage=storage)
+    if folder is None and study.user_attrs.get(OUT_ATTR):
+        folder = Path(study.user_attrs[OUT_ATTR])
+    out = Path(args.out).expanduser() if args.out else (folder or Path("runs") / name)
+    report = build_report(study, url, load_baselines(folder) if folder and folder.is_dir() else [])
+    paths = write_report(report, out, args.point)
+    print(format_table(report))
+    print(f"report in {out}: " + ", ".join(path.name for path in paths.values()))
+    return 0

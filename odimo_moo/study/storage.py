@@ -1,0 +1,136 @@
+"""Opening a study's Optuna storage (any SQLAlchemy URL, heartbeat and retry of dead workers) and
+creating or joining the study itself."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from ..errors import RunFailure, UsageError
+from .config import Heartbeat, StudyConfig
+
+CONFIG_ATTR = "config"
+IDENTITY_ATTR = "identity"
+OUT_ATTR = "out_dir"
+IDENTITY_WAIT_STEPS, IDENTITY_WAIT_S = 20, 0.25
+
+SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
+
+
+def quiet_optuna() -> None:
+    """Optuna's per-trial log lines and experimental-feature warnings would break the progress bars;
+    the drivers print their own one-line summaries instead."""
+    optuna.logging.set_verbosity(logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def retry_callback(heartbeat: Heartbeat) -> RetryHeartbeatStaleTrialCallback:
+    return RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)
+
+
+def open_storage(url: str, heartbeat: Heartbeat | None = None) -> RDBStorage:
+    """An RDB storage; with ``heartbeat``, running trials beat and dead workers' trials are retried."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:":
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            except OSError as exc:
+                raise RunFailure(f"cannot open storage {url}: cannot create its folder ({exc.strerror or exc})") \
+                    from exc
+    options = {}
+    if heartbeat is not None:
+        options = {"heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace,
+                   "heartbeat_stale_trial_callback": retry_callback(heartbeat)}
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            return RDBStorage(url, **options)
+        except ImportError as exc:
+            raise UsageError(f"storage {url}: the database driver is not installed ({exc}); for PostgreSQL "
+                             f"install psycopg2-binary (pip install 'odimo-moo[postgres]')") from exc
+        except Exception as exc:  # SQLAlchemy reports bad URLs and unreachable servers in many types
+            if attempt + 1 < SCHEMA_ATTEMPTS and _schema_race(exc):
+                # workers started together on a new database all create Optuna's tables; all but
+                # one fail on the database's unique constraints, and find the tables on a retry
+                time.sleep(0.2 + random.random())
+                continue
+            raise RunFailure(f"cannot open storage {url}: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0]}") from exc
+    raise AssertionError("unreachable")
+
+
+SCHEMA_ATTEMPTS = 5
+
+
+def _schema_race(exc: Exception) -> bool:
+    """Whether ``exc`` is what a concurrent creation of the storage's tables looks like."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    text = str(exc).lower()
+    return isinstance(exc, IntegrityError) or (isinstance(exc, (ProgrammingError, OperationalError))
+                                                and "already exists" in text)
+
+
+@dataclass
+class OpenedStudy:
+    study: optuna.Study
+    created: bool
+
+
+def _directions(config: StudyConfig) -> list[str]:
+    return ["maximize"] + ["minimize"] * len(config.metrics)
+
+
+def open_study(config: StudyConfig, storage: RDBStorage, sampler_for: SamplerFactory) -> OpenedStudy:
+    """Create the study, or join it if it exists (another worker, or a resume).
+
+    ``sampler_for(seed)`` builds the sampler; it is passed on create and on load, since Optuna does not
+    store samplers. The creator seeds it with the study seed; a joining process mixes in its process
+    id so that workers started together do not propose the same points.
+    """
+    try:
+        study = optuna.create_study(storage=storage, study_name=config.name, directions=_directions(config),
+                                    sampler=sampler_for(config.seed))
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=config.name, storage=storage,
+                                  sampler=sampler_for((config.seed * 1_000_003 + os.getpid()) % 2 ** 32))
+        _check_same_problem(config, study)
+        return OpenedStudy(study, created=False)
+    study.set_user_attr(IDENTITY_ATTR, config.identity())
+    study.set_user_attr(CONFIG_ATTR, config.to_dict())
+    study.set_user_attr(OUT_ATTR, str(config.out))
+    return OpenedStudy(study, created=True)
+
+
+def _stored_identity(study: optuna.Study) -> dict | None:
+    """The study's problem identity; a worker joining a study created a moment ago may have to wait
+    for the creator to store it."""
+    for _ in range(IDENTITY_WAIT_STEPS):
+        stored = study.user_attrs.get(IDENTITY_ATTR)
+        if stored is not None:
+            return stored
+        time.sleep(IDENTITY_WAIT_S)
+    return None
+
+
+def _check_same_problem(config: StudyConfig, study: optuna.Study) -> None:
+    stored = _stored_identity(study)
+    if stored is None:
+        raise UsageError(f"study {config.name!r} in {config.storage} was not created by odimo run; "
+                         f"choose another name")
+    current = config.identity()
+    differing = sorted(key for key in set(stored) | set(current) if stored.get(key) != current.get(key))
+    if differing:
+        detail = "; ".join(f"{key}: study has {stored.get(key)!r}, config has {current.get(key)!r}"
+                           for key in differing)
+        raise UsageError(f"study {config.name!r} in {config.storage} was created for a different problem "
+                         f"({detail}); use another name or output folder, or restore those settings")
+

@@ -1,0 +1,73 @@
+"""One study trial: run the study's strategy at one point of the search space and turn its outcome
+into objective values and the user attributes every report reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from ..registry import PluginRegistry, pick
+from ..strategy import Outcome, Strategy
+from ..workbench import Workbench
+from .config import StudyConfig
+
+COST_FIELDS = {"latency": "latency_cycles", "energy": "energy_uj"}
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """Objective values (validation accuracy, then each study metric) and the attributes to store."""
+
+    values: list[float]
+    attrs: dict[str, Any]
+
+
+def objective_values(outcome: Outcome, metrics: tuple[str, ...]) -> list[float]:
+    """What the outer loop optimises: validation accuracy (the sampler never sees the test split)
+    and the cost of every study metric."""
+    return [outcome.val_accuracy] + [float(getattr(outcome, COST_FIELDS[m])) for m in metrics]
+
+
+def outcome_attrs(outcome: Outcome, params: Mapping[str, Any], workdir: str) -> dict[str, Any]:
+    """The user attributes of a finished trial (all JSON values)."""
+    return {
+        "accuracy": outcome.accuracy, "val_accuracy": outcome.val_accuracy,
+        "latency_cycles": outcome.latency_cycles, "energy_uj": outcome.energy_uj,
+        "channel_split": outcome.channel_split, "artifacts": outcome.artifacts, "params": dict(params),
+        "strategy": outcome.strategy, "label": outcome.label, "wall_time_s": outcome.wall_time_s,
+        "trainings": outcome.trainings, "work_dir": workdir,
+    }
+
+
+class TrialRunner:
+    """Owns the study's :class:`Workbench` (one warmup cache, ``<out>/warmup-cache``, for all trials)
+    and sets the process's PyTorch CPU threads to the study's ``threads``."""
+
+    def __init__(self, config: StudyConfig, progress: bool = True) -> None:
+        self.config = config
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        self.registry = PluginRegistry.load(config.plugins)
+        self.bench = Workbench(config.setup(progress), registry=self.registry,
+                               on_epoch_end=self._phase_end, cache_dir=config.out / "warmup-cache")
+        self.strategy: Strategy = pick(self.registry.strategies(), config.strategy, "strategy")
+
+    def _phase_end(self, phase: str, epoch: int, metrics: dict[str, Any]) -> None:
+        self.registry.notify("odimo_phase_end", phase=phase, epoch=epoch, metrics=metrics)
+
+    def run(self, params: Mapping[str, Any], work: int) -> TrialRecord:
+        """Train at ``params`` (over the study's fixed training parameters) in ``trials/<work>/``."""
+        workdir = self.config.out / "trials" / str(work)
+        outcomes = self.strategy.run(self.bench, {**self.config.training, **params}, workdir)
+        outcome = outcomes[0]
+        attrs = outcome_attrs(outcome, params, str(workdir))
+        if len(outcomes) > 1:
+            attrs["other_outcomes"] = [o.to_dict() for o in outcomes[1:]]
+        return TrialRecord(objective_values(outcome, self.config.metrics), attrs)
+
+    def notify(self, study_name: str, trial_number: int, result: Mapping[str, Any]) -> None:
+        """Call the ``odimo_trial_end`` observer hook of every plugin."""
+        self.registry.notify("odimo_trial_end", study_name=study_name, trial_number=trial_number,
+                             result=dict(result))

@@ -1,0 +1,46 @@
+"""Random mapping search on the one-shot supernet: the control baseline of the evolutionary search.
+
+Same genome, scoring, budget and fine-tuning as ``evolutionary``; candidates are uniform random
+splits per layer (every split 0..C equally likely for two units), drawn with the setup's seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from odimo_moo.hookspecs import hookimpl
+from odimo_moo.mapping_search import random_genomes
+from odimo_moo.oneshot import (SEARCH_DEFAULTS, OneShotSearch, SearchBudget, finetune_front,
+                              finetune_recipe_defaults)
+from odimo_moo.recipe import Recipe
+from odimo_moo.strategy import Outcome, Strategy
+from odimo_moo.workbench import Workbench
+
+BATCH = 64
+
+
+class RandomMapping(Strategy):
+    name = "random_mapping"
+    description = "uniform random per-layer splits scored one-shot on the warmed-up supernet; front points fine-tuned"
+
+    def defaults(self) -> dict[str, Any]:
+        return {**finetune_recipe_defaults(), **SEARCH_DEFAULTS}
+
+    def run(self, bench: Workbench, params: Mapping[str, Any], workdir: Path) -> list[Outcome]:
+        values = {**self.defaults(), **params}
+        budget = SearchBudget.pop_from(values)
+        recipe = Recipe.from_params(values)
+        model, _ = bench.warm_supernet(recipe)
+        search = OneShotSearch(bench, model, budget)
+        generator = torch.Generator().manual_seed(bench.setup.seed)
+        while not search.exhausted:
+            search.score(random_genomes(search.layout, BATCH, generator))
+        return finetune_front(bench, recipe, search, workdir, self.name, params)
+
+
+@hookimpl
+def odimo_register_strategies() -> list[Strategy]:
+    return [RandomMapping()]
