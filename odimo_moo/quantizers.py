@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 
 def ste_round(x: torch.Tensor) -> torch.Tensor:
@@ -153,6 +154,72 @@ class _FakeQuantizeTernary(torch.autograd.Function):
         return grad_weight, grad_log_scale, None
 
 
+def activation_grid(log2_clip: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(clip, step)`` of an activation quantizer: ``clip = 2^round(log2_clip)``, ``step = clip / levels``."""
+    clip = torch.exp2(torch.round(log2_clip))  # the value of ActivationQuantizer.clip()
+    return clip, clip / levels
+
+
+def activation_levels(x: torch.Tensor, clip: torch.Tensor, step: torch.Tensor, levels: int,
+                      signed: bool) -> torch.Tensor:
+    """``round(clamp(x, low, clip) / step)`` as a new float tensor (integral values in ``[-levels or 0, levels]``)."""
+    if x.device.type == "cpu":
+        # Scaling first lets the clamp use constant bounds (much cheaper on CPU). Same values:
+        # division is monotonic and round(clip / step) == levels.
+        return torch.div(x, step).clamp_(-levels if signed else 0, levels).round_()
+    low = -clip if signed else torch.zeros_like(clip)  # no host synchronisation on accelerators
+    return torch.clamp(x, low, clip).div_(step).round_()
+
+
+def activation_gradients(grad: torch.Tensor, x: torch.Tensor, quantized: torch.Tensor,
+                         scale: torch.Tensor | float, clip: torch.Tensor, signed: bool, need_x: bool, need_clip: bool,
+                         grad_is_scratch: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of ``x`` and ``log2_clip`` from ``grad``, the gradient of ``y = quantized * scale``.
+
+    ``y`` is the fake-quantized ``x`` (``scale`` is 1 when ``quantized`` is ``y`` itself, the step
+    when it holds the integer levels). See :class:`_FakeQuantizeActivation` for the formulas.
+    ``grad_is_scratch``: ``grad`` belongs to the caller and may be overwritten (saves a buffer).
+    """
+    grad_x = grad_log2_clip = None
+    if x.device.type == "cpu":
+        # Constant bounds (one fused kernel per mask) and at most ONE activation-sized buffer: first
+        # the slope of the clip gradient, then, overwritten, the gradient of x.
+        high = float(clip)
+        low = -high if signed else 0.0
+        buffer = None
+        if need_clip:
+            buffer = torch.ops.aten.hardtanh_backward(x, x, low, high)  # x where inside, else 0
+            negative_slope = buffer.sub_(quantized, alpha=float(scale))  # x * inside - y
+            # d clip / d log2_clip = clip * ln 2 (2^round(.) is straight-through): the 1 / clip of
+            # d y / d clip cancels.
+            grad_log2_clip = -torch.dot(grad.reshape(-1), negative_slope.reshape(-1)) * math.log(2.0)
+        if need_x:
+            target = grad if grad_is_scratch else buffer
+            if target is None:
+                grad_x = torch.ops.aten.hardtanh_backward(grad, x, low, high)
+            else:
+                grad_x = torch.ops.aten.hardtanh_backward.grad_input(grad, x, low, high, grad_input=target)
+    else:  # elementwise passes are cheap on accelerators; host synchronisation is not
+        low_t = -clip if signed else torch.zeros_like(clip)
+        inside = (x > low_t) & (x < clip)
+        if need_clip:
+            y = quantized * scale
+            slope = torch.where(inside, y - x, y)
+            grad_log2_clip = torch.dot(grad.reshape(-1), slope.reshape(-1)) * math.log(2.0)
+        if need_x:
+            grad_x = torch.where(inside, grad, grad.new_zeros(()))
+    if grad_log2_clip is not None:
+        grad_log2_clip = grad_log2_clip.to(clip.dtype)
+    return grad_x, grad_log2_clip
+
+
+def level_code_dtype(levels: int, signed: bool) -> torch.dtype:
+    """The smallest integer dtype holding ``[-levels, levels]`` (signed) or ``[0, levels]``."""
+    if signed:
+        return torch.int8 if levels <= 127 else torch.int16 if levels <= 32767 else torch.int32
+    return torch.uint8 if levels <= 255 else torch.int16 if levels <= 32767 else torch.int32
+
+
 class _FakeQuantizeActivation(torch.autograd.Function):
     """``round(clamp(x, low, clip) / step) * step`` with ``step = clip / levels``, straight-through.
 
@@ -173,54 +240,19 @@ class _FakeQuantizeActivation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, log2_clip: torch.Tensor, levels: int, signed: bool) -> torch.Tensor:  # type: ignore[override]
-        clip = torch.exp2(torch.round(log2_clip))  # == ActivationQuantizer.clip()
-        step = clip / levels
-        if x.device.type == "cpu":
-            # Scaling first lets the clamp use constant bounds (much cheaper on CPU). Same values:
-            # division is monotonic and round(clip / step) == levels.
-            out = torch.div(x, step).clamp_(-levels if signed else 0, levels).round_().mul_(step)
-        else:  # no host synchronisation on accelerators
-            low = -clip if signed else torch.zeros_like(clip)
-            out = torch.clamp(x, low, clip).div_(step).round_().mul_(step)
+        clip, step = activation_grid(log2_clip, levels)
+        out = activation_levels(x, clip, step, levels, signed).mul_(step)
         ctx.save_for_backward(x, out, clip)
         ctx.signed = signed
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         x, out, clip = ctx.saved_tensors
-        need_x, need_clip = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_x = slope = None
-        if x.device.type == "cpu":
-            # Constant bounds (one fused kernel per mask) and ONE activation-sized buffer: first the
-            # slope of the clip gradient, then, overwritten, the gradient of x.
-            high = float(clip)
-            low = -high if ctx.signed else 0.0
-            buffer = None
-            if need_clip:
-                buffer = torch.ops.aten.hardtanh_backward(x, x, low, high)  # x where inside, else 0
-                slope = torch.sub(out, buffer, out=buffer)
-                grad_clip = _clip_gradient(grad, slope, clip)
-            if need_x:
-                if buffer is None:
-                    grad_x = torch.ops.aten.hardtanh_backward(grad, x, low, high)
-                else:
-                    grad_x = torch.ops.aten.hardtanh_backward.grad_input(grad, x, low, high, grad_input=buffer)
-        else:  # elementwise passes are cheap on accelerators; host synchronisation is not
-            low_t = -clip if ctx.signed else torch.zeros_like(clip)
-            inside = (x > low_t) & (x < clip)
-            if need_clip:
-                grad_clip = _clip_gradient(grad, torch.where(inside, out - x, out), clip)
-            if need_x:
-                grad_x = torch.where(inside, grad, grad.new_zeros(()))
-        return grad_x, grad_clip if need_clip else None, None, None
-
-
-def _clip_gradient(grad: torch.Tensor, slope: torch.Tensor, clip: torch.Tensor) -> torch.Tensor:
-    """Gradient of ``log2_clip`` from ``sum(grad * slope) / clip`` (see :class:`_FakeQuantizeActivation`)."""
-    d_clip = torch.dot(grad.reshape(-1), slope.reshape(-1)).to(clip.dtype) / clip
-    # clip = 2^round(log2_clip), rounded straight-through: d clip / d log2_clip = clip * ln 2.
-    return d_clip * clip * math.log(2.0)
+        grad_x, grad_log2_clip = activation_gradients(grad, x, out, 1.0, clip, ctx.signed,
+                                                      ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        return grad_x, grad_log2_clip, None, None
 
 
 class ActivationQuantizer(nn.Module):

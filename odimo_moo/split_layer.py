@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .alternatives import Alternative, run_dense
+from .alternatives import Alternative, mix_weights, run_dense, run_dense_quantized
 from .assignment import Assignment, contiguous_mask
 from .layer_spec import LayerSpec
 from .quantizers import freeze
@@ -146,11 +146,10 @@ class SplitLayer(nn.Module):
             self._remember_forward_counts(mask)
         weight, bias = self.layer.weight, self.layer.bias
         if self.fold:
-            # ONE op over the per-channel mixture of the units' weights, built unit by unit.
-            mixed = None
-            for k, alt in enumerate(self.alternatives):
-                mixed = alt.mix_into(mixed, mask[:, k], weight)
-            return run_dense(self.layer, self.input_quantizers[0](x), mixed, bias)
+            # ONE op over the per-channel mixture of the units' weights (quantizing the input, the
+            # op and its backward in one autograd node when the input format allows).
+            mixed = mix_weights(mask, [alt.weight_term(weight) for alt in self.alternatives], weight.shape)
+            return run_dense_quantized(self.layer, x, self.input_quantizers[0], mixed, bias)
         shape = (1, -1) + (1,) * (x.dim() - 2)
         output = 0
         for k, (alt, quantizer) in enumerate(zip(self.alternatives, self.input_quantizers)):

@@ -305,7 +305,8 @@ class _Checker:
         self.source = source
 
     def error(self, path: str, problem: str) -> UsageError:
-        where = f"{path}: " if path else ""
+        shown = path if path.isprintable() else repr(path)  # keep the message on one line
+        where = f"{shown}: " if path else ""
         return UsageError(f"SoC file {self.source}: {where}{problem}")
 
     def mapping(self, value: Any, path: str, allowed: set[str], required: set[str]) -> Mapping[str, Any]:

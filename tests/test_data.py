@@ -67,7 +67,8 @@ def test_loaders_shuffle_reproducibly() -> None:
     ({"name": "svhn"}, "digits, mnist, cifar10, cifar100, imagenet"),
     ({"name": "digits", "val_fraction": 1.0}, "val_fraction"),
     ({"name": "digits", "limit": 0}, "limit"),
-    ({"name": "digits", "image_size": 32}, "image_size"),
+    ({"name": "cifar10", "image_size": 32}, "image_size"),
+    ({"name": "digits", "image_size": 4}, "image_size"),
 ])
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(UsageError, match=match):

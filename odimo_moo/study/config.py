@@ -23,6 +23,7 @@ from ..errors import OdimoError, UsageError
 
 DRIVERS = ("optuna", "pymoo")
 METRIC_NAMES = ("latency", "energy")
+COST_FIELDS = {"latency": "latency_cycles", "energy": "energy_uj"}  # metric -> Outcome field
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 PACKAGED_STUDIES = "odimo_moo.studies"
 DEFAULT_SAMPLER = {"optuna": "tpe", "pymoo": "nsga2"}

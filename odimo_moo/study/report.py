@@ -20,9 +20,9 @@ from ..checkpoint import atomic_write_bytes, atomic_write_json
 from ..errors import RunFailure, UsageError
 from ..pareto import ReferencePoint, default_reference, hypervolume, pareto_mask
 from ..strategy import Outcome
+from .config import COST_FIELDS
 from .ledger import FAILURE, SURPLUS, driver_of, work_number
 from .storage import CONFIG_ATTR
-from .trial_runner import COST_FIELDS
 
 COST_LABELS = {"latency": "latency [cycles]", "energy": "energy [uJ]"}
 BASELINES_FILE = "baselines.json"

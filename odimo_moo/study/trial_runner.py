@@ -11,9 +11,7 @@ import torch
 from ..registry import PluginRegistry, pick
 from ..strategy import Outcome, Strategy
 from ..workbench import Workbench
-from .config import StudyConfig
-
-COST_FIELDS = {"latency": "latency_cycles", "energy": "energy_uj"}
+from .config import COST_FIELDS, StudyConfig
 
 
 @dataclass(frozen=True)
