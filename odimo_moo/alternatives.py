@@ -258,7 +258,7 @@ class _QuantizedInputLayer(torch.autograd.Function):
                 bias: torch.Tensor | None, source: nn.Module, levels: int, signed: bool) -> torch.Tensor:
         clip, step = activation_grid(log2_clip, levels)
         integers = activation_levels(x, clip, step, levels, signed)
-        code = integers.to(level_code_dtype(levels, signed))
+        code = integers.to(level_code_dtype(levels))
         output = run_dense(source, integers.mul_(step), weight, bias)
         ctx.save_for_backward(x, code, weight, clip, step)
         ctx.source, ctx.signed, ctx.has_bias = source, signed, bias is not None
@@ -292,6 +292,8 @@ class _QuantizedInputLayer(torch.autograd.Function):
             grad_bias = grad_bias.to(weight.dtype)
         grad_x = grad_log2_clip = None
         if need_input:
-            grad_x, grad_log2_clip = activation_gradients(grad_input, x, integers, step, clip, ctx.signed,
-                                                          need_x, need_clip, grad_is_scratch=True)
+            # ``integers`` is free now: it takes the slope of the clip gradient, ``grad_input`` the
+            # gradient of x (no activation-sized allocation beyond the op's own).
+            grad_x, grad_log2_clip = activation_gradients(grad_input, x, code, step, clip, ctx.signed, need_x,
+                                                          need_clip, grad_is_scratch=True, scratch=integers)
         return grad_x, grad_log2_clip, grad_weight, grad_bias, None, None, None

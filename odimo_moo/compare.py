@@ -121,12 +121,14 @@ def iso_comparison(accuracy: Sequence[float], cost: Sequence[float], baseline_ac
 
 def build_report(outcomes: Sequence[Outcome], metric: str, baseline_methods: Sequence[str],
                  reference: ReferencePoint | None = None, methods: Sequence[str] | None = None) -> dict[str, Any]:
-    """The comparison of every method in ``outcomes`` (or ``methods``, in that order).
+    """The comparison of every method in ``outcomes`` (baselines last), or of ``methods`` in that order.
 
     Baselines are the points of ``baseline_methods``; the hypervolume reference point defaults to
     accuracy 0 and 1.1 x the largest cost of any point.
     """
-    order = list(methods) if methods is not None else list(dict.fromkeys(o.strategy for o in outcomes))
+    found = list(dict.fromkeys(o.strategy for o in outcomes))
+    order = list(methods) if methods is not None else (
+        [m for m in found if m not in baseline_methods] + [m for m in found if m in baseline_methods])
     chosen = [o for o in outcomes if o.strategy in order]
     missing = [m for m in order if not any(o.strategy == m for o in chosen)]
     if missing:
@@ -217,7 +219,7 @@ def format_table(report: dict[str, Any]) -> str:
                 continue
             iso = row["vs_baselines"][baseline["name"]]
             gain = "" if iso["iso_cost_accuracy_gain"] is None else f" ({iso['iso_cost_accuracy_gain']:+.4f})"
-            ratio = "" if iso["iso_accuracy_cost_ratio"] is None else f" ({iso['iso_accuracy_cost_ratio']:.3g}x)"
+            ratio = "" if iso["iso_accuracy_cost_ratio"] is None else f" ({iso['iso_accuracy_cost_ratio']:.2f}x)"
             lines.append(f"    {row['method']:<16} iso-cost acc {_number(iso['iso_cost_accuracy'])}{gain:<11} "
                          f"iso-acc cost {_number(iso['iso_accuracy_cost'], 6)}{ratio}")
     return "\n".join(lines)

@@ -173,12 +173,14 @@ def activation_levels(x: torch.Tensor, clip: torch.Tensor, step: torch.Tensor, l
 
 def activation_gradients(grad: torch.Tensor, x: torch.Tensor, quantized: torch.Tensor,
                          scale: torch.Tensor | float, clip: torch.Tensor, signed: bool, need_x: bool, need_clip: bool,
-                         grad_is_scratch: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                         grad_is_scratch: bool = False,
+                         scratch: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Gradients of ``x`` and ``log2_clip`` from ``grad``, the gradient of ``y = quantized * scale``.
 
     ``y`` is the fake-quantized ``x`` (``scale`` is 1 when ``quantized`` is ``y`` itself, the step
-    when it holds the integer levels). See :class:`_FakeQuantizeActivation` for the formulas.
-    ``grad_is_scratch``: ``grad`` belongs to the caller and may be overwritten (saves a buffer).
+    when it holds the integer levels, in any dtype). See :class:`_FakeQuantizeActivation` for the
+    formulas. ``grad_is_scratch``: ``grad`` belongs to the caller and may be overwritten;
+    ``scratch``: a float tensor shaped like ``x`` that may be overwritten. Both save allocations.
     """
     grad_x = grad_log2_clip = None
     if x.device.type == "cpu":
@@ -188,7 +190,9 @@ def activation_gradients(grad: torch.Tensor, x: torch.Tensor, quantized: torch.T
         low = -high if signed else 0.0
         buffer = None
         if need_clip:
-            buffer = torch.ops.aten.hardtanh_backward(x, x, low, high)  # x where inside, else 0
+            # x where inside, else 0
+            buffer = (torch.ops.aten.hardtanh_backward(x, x, low, high) if scratch is None else
+                      torch.ops.aten.hardtanh_backward.grad_input(x, x, low, high, grad_input=scratch))
             negative_slope = buffer.sub_(quantized, alpha=float(scale))  # x * inside - y
             # d clip / d log2_clip = clip * ln 2 (2^round(.) is straight-through): the 1 / clip of
             # d y / d clip cancels.
@@ -213,11 +217,13 @@ def activation_gradients(grad: torch.Tensor, x: torch.Tensor, quantized: torch.T
     return grad_x, grad_log2_clip
 
 
-def level_code_dtype(levels: int, signed: bool) -> torch.dtype:
-    """The smallest integer dtype holding ``[-levels, levels]`` (signed) or ``[0, levels]``."""
-    if signed:
-        return torch.int8 if levels <= 127 else torch.int16 if levels <= 32767 else torch.int32
-    return torch.uint8 if levels <= 255 else torch.int16 if levels <= 32767 else torch.int32
+def level_code_dtype(levels: int) -> torch.dtype:
+    """A compact dtype holding the integers ``[-levels, levels]`` exactly, quick to convert to and from
+    float: int8 up to 127 levels (7-bit unsigned, 8-bit signed), float16 up to 2048 (8-bit unsigned;
+    CPUs convert float to uint8 several times slower), else float32."""
+    if levels <= 127:
+        return torch.int8
+    return torch.float16 if levels <= 2048 else torch.float32
 
 
 class _FakeQuantizeActivation(torch.autograd.Function):

@@ -105,7 +105,7 @@ def test_compare_from_files_writes_the_report(tmp_path, capsys):
                  "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "odimo" in printed and "1.5x" in printed and "accuracy=0.5, latency_cycles=250" in printed
+    assert "odimo" in printed and "(1.50x)" in printed and "accuracy=0.5, latency_cycles=250" in printed
     report = json.loads((out / "compare.json").read_text())
     rows = {row["method"]: row for row in report["methods"]}
     assert rows["odimo"]["hypervolume"] == pytest.approx(75.0)

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..errors import RunFailure
 from ..registry import PluginRegistry, pick
 from ..strategy import Outcome, Strategy
 from ..workbench import Workbench
@@ -59,6 +60,8 @@ class TrialRunner:
         """Train at ``params`` (over the study's fixed training parameters) in ``trials/<work>/``."""
         workdir = self.config.out / "trials" / str(work)
         outcomes = self.strategy.run(self.bench, {**self.config.training, **params}, workdir)
+        if not outcomes:
+            raise RunFailure(f"strategy {self.config.strategy!r} returned no outcome for {dict(params)}")
         outcome = outcomes[0]
         attrs = outcome_attrs(outcome, params, str(workdir))
         if len(outcomes) > 1:
