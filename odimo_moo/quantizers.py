@@ -154,6 +154,12 @@ class _FakeQuantizeTernary(torch.autograd.Function):
         return grad_weight, grad_log_scale, None
 
 
+def host_bounds(x: torch.Tensor) -> bool:
+    """Whether the fused activation ops read the clip on the host and use constant-bound kernels
+    (CPU: far fewer passes; accelerators: tensor bounds, no host synchronisation)."""
+    return x.device.type == "cpu"
+
+
 def activation_grid(log2_clip: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(clip, step)`` of an activation quantizer: ``clip = 2^round(log2_clip)``, ``step = clip / levels``."""
     clip = torch.exp2(torch.round(log2_clip))  # the value of ActivationQuantizer.clip()
@@ -163,7 +169,7 @@ def activation_grid(log2_clip: torch.Tensor, levels: int) -> tuple[torch.Tensor,
 def activation_levels(x: torch.Tensor, clip: torch.Tensor, step: torch.Tensor, levels: int,
                       signed: bool) -> torch.Tensor:
     """``round(clamp(x, low, clip) / step)`` as a new float tensor (integral values in ``[-levels or 0, levels]``)."""
-    if x.device.type == "cpu":
+    if host_bounds(x):
         # Scaling first lets the clamp use constant bounds (much cheaper on CPU). Same values:
         # division is monotonic and round(clip / step) == levels.
         return torch.div(x, step).clamp_(-levels if signed else 0, levels).round_()
@@ -183,7 +189,7 @@ def activation_gradients(grad: torch.Tensor, x: torch.Tensor, quantized: torch.T
     ``scratch``: a float tensor shaped like ``x`` that may be overwritten. Both save allocations.
     """
     grad_x = grad_log2_clip = None
-    if x.device.type == "cpu":
+    if host_bounds(x):
         # Constant bounds (one fused kernel per mask) and at most ONE activation-sized buffer: first
         # the slope of the clip gradient, then, overwritten, the gradient of x.
         high = float(clip)
