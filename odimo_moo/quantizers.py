@@ -38,7 +38,9 @@ class IntWeightQuantizer(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            scale = self.scale(weight)
+            # == self.scale(weight) (its straight-through sum is exact), in fewer ops.
+            qmax = 2 ** (self.bits - 1) - 1
+            scale = weight.abs().max().clamp_min_(1e-12).div_(qmax).log2_().ceil_().exp2_()
         return _FakeQuantizeInt.apply(weight, scale, -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1)
 
     def reference_forward(self, weight: torch.Tensor) -> torch.Tensor:

@@ -133,9 +133,6 @@ class StudyConfig:
     plugins: tuple[str, ...] = ()
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
 
-    def param(self, name: str) -> Param:
-        return next(p for p in self.search_space if p.name == name)
-
     def setup(self, progress: bool = True) -> Any:
         """The :class:`~odimo_moo.workbench.Setup` every trial of the study shares; the first metric
         is the cost in ODiMO's loss."""

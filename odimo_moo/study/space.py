@@ -1,5 +1,5 @@
-"""The search space of a study in the two drivers' terms: Optuna distributions and suggestions,
-and pymoo's real-valued decision vectors (log ranges as log10, choices as indices)."""
+"""The search space of a study in the two drivers' terms: Optuna suggestions, and pymoo's
+real-valued decision vectors (log ranges as log10, choices as indices)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,6 @@ import numpy as np
 import optuna
 
 from .config import Choice, Param
-
-
-def distribution(param: Param) -> optuna.distributions.BaseDistribution:
-    """The Optuna distribution of one search-space dimension."""
-    if isinstance(param, Choice):
-        return optuna.distributions.CategoricalDistribution(param.choices)
-    if param.integer:
-        return optuna.distributions.IntDistribution(int(param.low), int(param.high), log=param.log)
-    return optuna.distributions.FloatDistribution(param.low, param.high, log=param.log)
 
 
 def suggest(trial: optuna.Trial, space: Sequence[Param], fixed: Mapping[str, Any]) -> dict[str, Any]:
