@@ -121,13 +121,12 @@ def batch(batch_size: int, device: torch.device, seed: int = 0) -> tuple[torch.T
     return x.to(device), y.to(device)
 
 
-def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cost_weight: float,
-                  foreach: bool | None = None) -> Callable[[], None]:
+def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cost_weight: float) -> Callable[[], None]:
     """One search-phase step as ``odimo_moo.training.run_epoch`` does it, with the ``odimo`` strategy's
-    optimizers (weights: the recipe's optimizer; assignment: Adam without weight decay).
+    optimizers (weights: the recipe's optimizer; assignment: Adam without weight decay), both built by
+    ``odimo_moo.training.make_optimizer`` as the strategy builds them.
 
     For a model that is not an ``ODiMO`` (the plain baseline) only the task loss is trained.
-    ``foreach``: build the Adam optimizers with this ``foreach`` option instead (what-if variant).
     """
     from odimo_moo.recipe import Recipe
     from odimo_moo.searchable import ODiMO
@@ -135,18 +134,11 @@ def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cost_weigh
 
     recipe = Recipe()
     model.train()
-
-    def weights_optimizer(parameters) -> torch.optim.Optimizer:
-        if foreach is None:
-            return make_optimizer(recipe.optimizer, parameters, recipe.lr, recipe.weight_decay)
-        return torch.optim.Adam(list(parameters), lr=recipe.lr, weight_decay=recipe.weight_decay, foreach=foreach)
-
     if isinstance(model, ODiMO):
-        optimizers = [weights_optimizer(model.net_parameters()),
-                      torch.optim.Adam(list(model.nas_parameters()), lr=recipe.nas_lr, weight_decay=0.0,
-                                       foreach=foreach)]
+        optimizers = [make_optimizer(recipe.optimizer, model.net_parameters(), recipe.lr, recipe.weight_decay),
+                      make_optimizer("adam", model.nas_parameters(), recipe.nas_lr, 0.0)]
     else:
-        optimizers = [weights_optimizer(model.parameters())]
+        optimizers = [make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.weight_decay)]
     searching = isinstance(model, ODiMO) and cost_weight > 0
 
     def step() -> None:

@@ -20,6 +20,7 @@ import json
 import resource
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -123,6 +124,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--cost-weight", type=float, default=1e-6)
     parser.add_argument("--socs", nargs="*", default=list(common.CASES), choices=list(common.CASES))
+    parser.add_argument("--parallel", type=int, default=2, help="measuring processes run at the same time")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "SOC"), help=argparse_hidden())
     args = parser.parse_args()
     device = common.setup(args)
@@ -132,14 +134,23 @@ def main() -> None:
     result = {"benchmark": "memory", "machine": common.machine_info(device),
               "settings": {"batch_size": args.batch_size, "input_shape": list(common.INPUT_SHAPE),
                            "fresh_process_per_model": True}, "socs": {}}
+    jobs = [(soc_name, variant) for soc_name in args.socs for variant in VARIANTS]
+
+    def run_child(job: tuple[str, str]) -> dict:
+        soc_name, variant = job
+        command = [sys.executable, str(Path(__file__).resolve()), "--child", variant, soc_name,
+                   "--device", args.device, "--threads", str(args.threads),
+                   "--batch-size", str(args.batch_size), "--cost-weight", str(args.cost_weight)]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        return json.loads(output.strip().splitlines()[-1])
+
+    # One fresh process per (SoC, model variant): RSS high-water marks are per process. Two at a time.
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        measured = dict(zip(jobs, pool.map(run_child, jobs)))
     for soc_name in args.socs:
         entry: dict = {"model": common.CASES[soc_name]}
         for variant in VARIANTS:
-            command = [sys.executable, str(Path(__file__).resolve()), "--child", variant, soc_name,
-                       "--device", args.device, "--threads", str(args.threads),
-                       "--batch-size", str(args.batch_size), "--cost-weight", str(args.cost_weight)]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            entry[variant] = json.loads(output.strip().splitlines()[-1])
+            entry[variant] = measured[(soc_name, variant)]
         plain = entry["plain"]
         entry["ratio_vs_plain"] = {
             variant: {key: entry[variant][key] / plain[key] for key in

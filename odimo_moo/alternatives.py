@@ -9,6 +9,7 @@ just its channels.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import NamedTuple, Sequence
 
@@ -18,7 +19,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from .quantizers import (ActivationQuantizer, activation_gradients, activation_grid, activation_levels,
-                         level_code_dtype)
+                         clip_descent_direction, level_code_dtype)
 
 
 class WeightTerm(NamedTuple):
@@ -261,7 +262,7 @@ class _QuantizedInputLayer(torch.autograd.Function):
         code = integers.to(level_code_dtype(levels))
         output = run_dense(source, integers.mul_(step), weight, bias)
         ctx.save_for_backward(x, code, weight, clip, step)
-        ctx.source, ctx.signed, ctx.has_bias = source, signed, bias is not None
+        ctx.source, ctx.signed, ctx.has_bias, ctx.weight_dtype = source, signed, bias is not None, weight.dtype
         return output
 
     @staticmethod
@@ -269,14 +270,14 @@ class _QuantizedInputLayer(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         x, code, weight, clip, step = ctx.saved_tensors
         need_x, need_clip, need_weight, need_bias = ctx.needs_input_grad[:4]
-        need_input = need_x or need_clip
         integers = code.to(grad.dtype)
+        weight = weight.to(grad.dtype)
         source = ctx.source
         grad_input = grad_weight = grad_bias = None
         if isinstance(source, nn.Linear):
             flat_grad = grad.reshape(-1, grad.shape[-1])
-            if need_input:
-                grad_input = grad.matmul(weight.to(grad.dtype))
+            if need_x:
+                grad_input = grad.matmul(weight)
             if need_weight:
                 grad_weight = flat_grad.t().matmul(integers.reshape(-1, integers.shape[-1]))
             if need_bias and ctx.has_bias:
@@ -284,16 +285,24 @@ class _QuantizedInputLayer(torch.autograd.Function):
         else:
             bias_sizes = [weight.shape[0]] if ctx.has_bias else None
             grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-                grad, integers, weight.to(grad.dtype), bias_sizes, list(source.stride), list(source.padding),
-                list(source.dilation), False, [0, 0], source.groups, [need_input, need_weight, need_bias])
+                grad, integers, weight, bias_sizes, list(source.stride), list(source.padding),
+                list(source.dilation), False, [0, 0], source.groups, [need_x, need_weight, need_bias])
         if grad_weight is not None:
-            grad_weight = grad_weight.mul_(step.to(grad_weight.dtype)).to(weight.dtype)
+            grad_weight = grad_weight.mul_(step.to(grad_weight.dtype)).to(ctx.weight_dtype)
         if grad_bias is not None:
-            grad_bias = grad_bias.to(weight.dtype)
+            grad_bias = grad_bias.to(ctx.weight_dtype)
         grad_x = grad_log2_clip = None
-        if need_input:
+        if need_x:
             # ``integers`` is free now: it takes the slope of the clip gradient, ``grad_input`` the
             # gradient of x (no activation-sized allocation beyond the op's own).
             grad_x, grad_log2_clip = activation_gradients(grad_input, x, code, step, clip, ctx.signed, need_x,
                                                           need_clip, grad_is_scratch=True, scratch=integers)
+        elif need_clip:
+            # Only the clip needs the input's gradient (the network's first layer): the op is linear
+            # in its input, so sum(grad_input * d) == sum(grad * op(d)) -- one forward op over the
+            # input-sized direction d instead of the transposed op (several times dearer when the
+            # input has few channels).
+            direction = clip_descent_direction(x, code, step, clip, ctx.signed, out=integers)
+            response = run_dense(source, direction, weight, None)
+            grad_log2_clip = (-math.log(2.0) * torch.dot(grad.reshape(-1), response.reshape(-1))).to(clip.dtype)
         return grad_x, grad_log2_clip, grad_weight, grad_bias, None, None, None

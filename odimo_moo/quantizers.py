@@ -179,6 +179,23 @@ def activation_levels(x: torch.Tensor, clip: torch.Tensor, step: torch.Tensor, l
     return torch.clamp(x, low, clip).div_(step).round_()
 
 
+def clip_descent_direction(x: torch.Tensor, quantized: torch.Tensor, scale: torch.Tensor | float,
+                           clip: torch.Tensor, signed: bool, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``x * [low < x < clip] - y`` per element, with ``y = quantized * scale`` the fake-quantized ``x``.
+
+    Minus the derivative of ``y`` by ``log2_clip`` divided by ``ln 2``: the clip gradient is
+    ``-ln 2 * sum(grad_y * direction)``. ``out``: a float tensor shaped like ``x`` to write into.
+    """
+    if host_bounds(x):
+        high = float(clip)
+        inside = (torch.ops.aten.hardtanh_backward(x, x, -high if signed else 0.0, high) if out is None else
+                  torch.ops.aten.hardtanh_backward.grad_input(x, x, -high if signed else 0.0, high, grad_input=out))
+        return inside.sub_(quantized, alpha=float(scale))
+    low = -clip if signed else torch.zeros_like(clip)  # no host synchronisation on accelerators
+    inside = torch.where((x > low) & (x < clip), x, x.new_zeros(()))
+    return torch.sub(inside, quantized.to(x.dtype) * scale, out=out)
+
+
 def activation_gradients(grad: torch.Tensor, x: torch.Tensor, quantized: torch.Tensor,
                          scale: torch.Tensor | float, clip: torch.Tensor, signed: bool, need_x: bool, need_clip: bool,
                          grad_is_scratch: bool = False,
@@ -191,37 +208,22 @@ def activation_gradients(grad: torch.Tensor, x: torch.Tensor, quantized: torch.T
     ``scratch``: a float tensor shaped like ``x`` that may be overwritten. Both save allocations.
     """
     grad_x = grad_log2_clip = None
-    if host_bounds(x):
-        # Constant bounds (one fused kernel per mask) and at most ONE activation-sized buffer: first
-        # the slope of the clip gradient, then, overwritten, the gradient of x.
-        high = float(clip)
-        low = -high if signed else 0.0
-        buffer = None
-        if need_clip:
-            # x where inside, else 0
-            buffer = (torch.ops.aten.hardtanh_backward(x, x, low, high) if scratch is None else
-                      torch.ops.aten.hardtanh_backward.grad_input(x, x, low, high, grad_input=scratch))
-            negative_slope = buffer.sub_(quantized, alpha=float(scale))  # x * inside - y
-            # d clip / d log2_clip = clip * ln 2 (2^round(.) is straight-through): the 1 / clip of
-            # d y / d clip cancels.
-            grad_log2_clip = -torch.dot(grad.reshape(-1), negative_slope.reshape(-1)) * math.log(2.0)
-        if need_x:
-            target = grad if grad_is_scratch else buffer
-            if target is None:
-                grad_x = torch.ops.aten.hardtanh_backward(grad, x, low, high)
-            else:
-                grad_x = torch.ops.aten.hardtanh_backward.grad_input(grad, x, low, high, grad_input=target)
-    else:  # elementwise passes are cheap on accelerators; host synchronisation is not
-        low_t = -clip if signed else torch.zeros_like(clip)
-        inside = (x > low_t) & (x < clip)
-        if need_clip:
-            y = quantized * scale
-            slope = torch.where(inside, y - x, y)
-            grad_log2_clip = torch.dot(grad.reshape(-1), slope.reshape(-1)) * math.log(2.0)
-        if need_x:
-            grad_x = torch.where(inside, grad, grad.new_zeros(()))
-    if grad_log2_clip is not None:
-        grad_log2_clip = grad_log2_clip.to(clip.dtype)
+    if need_clip:
+        # d clip / d log2_clip = clip * ln 2 (2^round(.) is straight-through): the 1 / clip of
+        # d y / d clip cancels.
+        direction = clip_descent_direction(x, quantized, scale, clip, signed, out=scratch)
+        grad_log2_clip = (-math.log(2.0) * torch.dot(grad.reshape(-1), direction.reshape(-1))).to(clip.dtype)
+    if need_x:
+        if host_bounds(x):
+            # Constant bounds: one fused kernel, written over ``grad`` or the spent direction buffer.
+            high = float(clip)
+            low = -high if signed else 0.0
+            target = grad if grad_is_scratch else (direction if need_clip else None)
+            grad_x = (torch.ops.aten.hardtanh_backward(grad, x, low, high) if target is None else
+                      torch.ops.aten.hardtanh_backward.grad_input(grad, x, low, high, grad_input=target))
+        else:  # elementwise passes are cheap on accelerators; host synchronisation is not
+            low_t = -clip if signed else torch.zeros_like(clip)
+            grad_x = torch.where((x > low_t) & (x < clip), grad, grad.new_zeros(()))
     return grad_x, grad_log2_clip
 
 

@@ -32,7 +32,7 @@ class ODiMOSearch(Strategy):
 
         def optimizers() -> list[torch.optim.Optimizer]:
             weights = make_optimizer(recipe.optimizer, model.net_parameters(), recipe.lr, recipe.weight_decay)
-            assignment = torch.optim.Adam(list(model.nas_parameters()), lr=recipe.nas_lr, weight_decay=0.0)
+            assignment = make_optimizer("adam", model.nas_parameters(), recipe.nas_lr, 0.0)
             return [weights, assignment]
 
         runner.run(PhaseSpec("search", recipe.search_epochs, optimizers, cost_weight_at=recipe.lambda_at,

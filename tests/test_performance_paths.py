@@ -114,13 +114,16 @@ def test_fused_quantized_input_op_equals_quantize_then_op(socs, soc_name):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
 
 
+@pytest.mark.parametrize("host", [True, False], ids=["constant-bounds", "tensor-bounds"])
 @pytest.mark.parametrize("signed,bits", [(False, 7), (True, 7), (False, 8), (True, 8)])
-def test_fused_conv_and_linear_with_bias_stride_and_codes(signed, bits):
+def test_fused_conv_and_linear_with_bias_stride_and_codes(monkeypatch, host, signed, bits):
+    monkeypatch.setattr(quantizers, "host_bounds", lambda x: host)
     torch.manual_seed(1)
     quantizer = ActivationQuantizer(bits, signed, init_clip=2.0).double()
     conv = nn.Conv2d(6, 5, 3, stride=2, padding=1, bias=True).double()
+    depthwise = nn.Conv2d(6, 6, 3, padding=2, dilation=2, groups=6, bias=False).double()
     linear = nn.Linear(7, 4).double()
-    for source, shape in ((conv, (2, 6, 9, 9)), (linear, (2, 3, 7)), (linear, (5, 7))):
+    for source, shape in ((conv, (2, 6, 9, 9)), (depthwise, (2, 6, 7, 7)), (linear, (2, 3, 7)), (linear, (5, 7))):
         x = torch.randn(shape, dtype=torch.float64) * 2
         x = x if signed else x.relu()
         outs, grads = [], []
@@ -128,7 +131,8 @@ def test_fused_conv_and_linear_with_bias_stride_and_codes(signed, bits):
             x_in = x.clone().requires_grad_()
             out = (run_dense_quantized(source, x_in, quantizer, source.weight, source.bias) if fused
                    else run_dense(source, quantizer(x_in), source.weight, source.bias))
-            g = torch.autograd.grad(out.square().sum(), (x_in, quantizer.log2_clip, source.weight, source.bias))
+            inputs = [x_in, quantizer.log2_clip, source.weight] + ([source.bias] if source.bias is not None else [])
+            g = torch.autograd.grad(out.square().sum(), inputs)
             outs.append(out)
             grads.append(g)
         assert torch.equal(outs[0], outs[1])
@@ -311,3 +315,51 @@ def test_model_with_cached_counts_copies_and_pickles(socs):
     model.freeze_mapping()
     model.export()
     assert torch.equal(clone.unit_counts(), _unit_counts_reference(clone))
+
+
+@pytest.mark.parametrize("host", [True, False], ids=["constant-bounds", "tensor-bounds"])
+@pytest.mark.parametrize("signed", [False, True])
+def test_clip_gradient_without_input_gradient_equals_quantize_then_op(monkeypatch, host, signed):
+    """The network's first layer: only the clip needs the input's gradient, which the fused op gets
+    from one forward op over the clip direction (adjoint identity) instead of the transposed op."""
+    monkeypatch.setattr(quantizers, "host_bounds", lambda x: host)
+    torch.manual_seed(4)
+    quantizer = ActivationQuantizer(7, signed, init_clip=1.0).double()
+    conv = nn.Conv2d(3, 5, 3, stride=2, padding=1, bias=True).double()
+    depthwise = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False).double()
+    linear = nn.Linear(7, 4).double()
+    for source, shape in ((conv, (2, 3, 9, 9)), (depthwise, (2, 4, 6, 6)), (linear, (5, 7))):
+        x = torch.randn(shape, dtype=torch.float64) * 2
+        x = x if signed else x.relu()
+        grads = []
+        for fused in (True, False):
+            out = (run_dense_quantized(source, x, quantizer, source.weight, source.bias) if fused
+                   else run_dense(source, quantizer(x), source.weight, source.bias))
+            inputs = [quantizer.log2_clip, source.weight] + ([source.bias] if source.bias is not None else [])
+            grads.append(torch.autograd.grad(out.square().sum(), inputs))
+        assert grads[0][0].abs() > 0
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_make_optimizer_uses_fused_kernels_with_the_same_updates(name):
+    from odimo_moo.training import make_optimizer
+
+    torch.manual_seed(5)
+    start = [torch.randn(4, 3), torch.randn(5)]
+    fast = [nn.Parameter(t.clone()) for t in start]
+    slow = [nn.Parameter(t.clone()) for t in start]
+    optimizer = make_optimizer(name, fast, lr=0.01, weight_decay=1e-3)
+    assert optimizer.defaults["fused"] is True
+    reference = (torch.optim.Adam(slow, lr=0.01, weight_decay=1e-3, foreach=False) if name == "adam" else
+                 torch.optim.SGD(slow, lr=0.01, momentum=0.9, weight_decay=1e-3, foreach=False))
+    for _ in range(5):
+        grads = [torch.randn_like(t) for t in start]
+        for params, opt in ((fast, optimizer), (slow, reference)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+    for a, b in zip(fast, slow):
+        assert not torch.equal(a, torch.zeros_like(a))
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
