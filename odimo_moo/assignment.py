@@ -79,11 +79,18 @@ class Assignment(nn.Module):
 class ThermometricAssignment(Assignment):
     """Contiguous ranges: unit 0 gets channels ``[0, p_1)``, unit k gets ``[p_k, p_{k+1})``.
 
-    Boundary j has parameters ``alpha_j`` in R^C; ``theta_j[i] = sum_{l >= i} |alpha_j[l]|`` is
-    non-increasing, and ``b_j = 1[theta_j > 0.5]`` (straight-through) is a prefix of ones of length
-    ``p_j``. Prefixes are nested by a running maximum so that ``p_1 <= p_2 <= ...``. Initial alphas are
-    all strictly positive (never at the dead point 0 of ``|.|``) and the boundary channels start
-    close to the threshold.
+    Boundary j has parameters ``alpha_j`` in R^C; ``theta_j[i] = sum_{l >= i} exp(alpha_j[l])`` is
+    decreasing, and ``b_j = 1[theta_j > 0.5]`` (straight-through) is a prefix of ones of length
+    ``p_j``. Prefixes are nested by a running maximum so that ``p_1 <= p_2 <= ...``. The boundary
+    channels start close to the threshold.
+
+    The published form has ``|alpha|`` where this has ``exp(alpha)``: both make the increments of
+    ``theta`` non-negative, but ``|.|`` fails under momentum optimizers once a unit should get no
+    channel. The gradient keeps pushing every alpha towards 0, Adam carries them through it, and the
+    alphas then hover around 0 at about the learning rate, each adding that much to every ``theta``
+    before it: with C * lr above 0.5 (128 channels at lr 1e-2) the empty unit's channels flip back
+    in bulk, over and over (``benchmarks/mapping_bound.py``: latency-only search on Darkside ended 50x
+    to 390x above the bound it had touched). ``exp`` has no such point and no dead gradient at 0.
     """
 
     def __init__(self, channels: int, units: int, init: str | Sequence[int] = "first",
@@ -92,17 +99,17 @@ class ThermometricAssignment(Assignment):
         counts = initial_counts(channels, units, init, generator)
         prefixes = torch.tensor(counts[:-1], dtype=torch.float32).cumsum(0).unsqueeze(1)
         # theta_i = 0.5 * exp(g * (p - i - 0.5)) is positive, decreasing, and crosses 0.5 between
-        # channels p - 1 and p; every alpha_i = theta_i - theta_{i+1} is then strictly positive, and
-        # the channels next to the boundary sit about 1/C from the threshold, so they can move.
+        # channels p - 1 and p; every increment theta_i - theta_{i+1} is strictly positive, and the
+        # channels next to the boundary sit about 1/C from the threshold, so they can move.
         growth = 2.0 / channels
         index = torch.arange(channels, dtype=torch.float32).unsqueeze(0)
         theta = 0.5 * torch.exp(growth * (prefixes - index - 0.5))
         following = torch.cat([theta[:, 1:], torch.zeros_like(theta[:, :1])], dim=1)
-        self.alpha = nn.Parameter(theta - following)
+        self.alpha = nn.Parameter(torch.log(theta - following))
 
     def thresholds(self) -> torch.Tensor:
         """``theta`` of shape ``[K-1, C]``."""
-        return self.alpha.abs().flip(1).cumsum(1).flip(1)
+        return self.alpha.exp().flip(1).cumsum(1).flip(1)
 
     def mask(self) -> torch.Tensor:
         if self.units == 2:
@@ -126,21 +133,22 @@ class _TwoUnitThermometer(torch.autograd.Function):
 
     Same values and gradients as the op-by-op form: the mask's gradient reaches ``theta`` as
     ``g[:, 0] - g[:, 1]`` (straight-through), ``theta``'s reversed cumulative sum becomes a forward
-    cumulative sum, and ``|alpha|`` contributes ``sign(alpha)``.
+    cumulative sum, and ``exp(alpha)`` contributes itself.
     """
 
     @staticmethod
     def forward(ctx, alpha: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        theta = alpha.abs().flip(1).cumsum(1).flip(1)
+        increments = alpha.exp()
+        theta = increments.flip(1).cumsum(1).flip(1)
         prefix = (theta > 0.5).to(alpha.dtype)
-        ctx.save_for_backward(alpha)
+        ctx.save_for_backward(increments)
         return torch.cat([prefix, 1.0 - prefix], dim=0).t()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        (alpha,) = ctx.saved_tensors
+        (increments,) = ctx.saved_tensors
         grad_theta = (grad[:, 0] - grad[:, 1]).unsqueeze(0)
-        return grad_theta.cumsum(1).mul_(torch.sgn(alpha))
+        return grad_theta.cumsum(1).mul_(increments)
 
 
 class SoftmaxAssignment(Assignment):
