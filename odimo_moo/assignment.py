@@ -99,9 +99,11 @@ class ThermometricAssignment(Assignment):
         counts = initial_counts(channels, units, init, generator)
         prefixes = torch.tensor(counts[:-1], dtype=torch.float32).cumsum(0).unsqueeze(1)
         # theta_i = 0.5 * exp(g * (p - i - 0.5)) is positive, decreasing, and crosses 0.5 between
-        # channels p - 1 and p; every increment theta_i - theta_{i+1} is strictly positive, and the
-        # channels next to the boundary sit about 1/C from the threshold, so they can move.
-        growth = 2.0 / channels
+        # channels p - 1 and p; every increment theta_i - theta_{i+1} is strictly positive. Adam moves
+        # each alpha by about lr per step, i.e. theta by about lr relatively: with g = 0.5 / C every
+        # channel is within a factor exp(0.25) of the threshold, so a layer can change hands within
+        # ~0.25 / lr steps (25 at lr 1e-2; g = 2 / C took 150 steps in benchmarks/mapping_bound.py).
+        growth = 0.5 / channels
         index = torch.arange(channels, dtype=torch.float32).unsqueeze(0)
         theta = 0.5 * torch.exp(growth * (prefixes - index - 0.5))
         following = torch.cat([theta[:, 1:], torch.zeros_like(theta[:, :1])], dim=1)
