@@ -31,6 +31,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+#: Device types with torch's fused Adam/SGD kernels (elsewhere the default implementation runs).
+FUSED_DEVICES = ("cpu", "cuda")
+
+
 def make_optimizer(name: str, parameters: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """``name`` ("adam" or "sgd", momentum 0.9) over the trainable ``parameters``.
 
@@ -43,10 +47,9 @@ def make_optimizer(name: str, parameters: Iterable[nn.Parameter], lr: float, wei
         optimizer, options = torch.optim.SGD, {"lr": lr, "momentum": 0.9, "weight_decay": weight_decay}
     else:
         optimizer, options = torch.optim.Adam, {"lr": lr, "weight_decay": weight_decay}
-    try:
-        return optimizer(params, fused=True, **options)
-    except RuntimeError:  # a device or dtype without fused kernels
-        return optimizer(params, **options)
+    # torch checks fused support only at the first step; CPU and CUDA have the kernels.
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
+    return optimizer(params, fused=True, **options) if fused else optimizer(params, **options)
 
 
 def run_epoch(model: nn.Module, loader: DataLoader, device: torch.device,

@@ -363,3 +363,10 @@ def test_make_optimizer_uses_fused_kernels_with_the_same_updates(name):
     for a, b in zip(fast, slow):
         assert not torch.equal(a, torch.zeros_like(a))
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_make_optimizer_falls_back_where_torch_has_no_fused_kernels():
+    from odimo_moo.training import make_optimizer
+
+    optimizer = make_optimizer("adam", [nn.Parameter(torch.zeros(3, device="meta"))], lr=0.01, weight_decay=0.0)
+    assert not optimizer.defaults["fused"]
