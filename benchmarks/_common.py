@@ -114,6 +114,36 @@ def searchable(plain: nn.Module, soc, **options: Any) -> nn.Module:
     return ODiMO(plain, soc, INPUT_SHAPE, **kwargs)
 
 
+class QuantizedLayer(nn.Module):
+    """A Conv2d/Linear with fake-quantized input and weights, through the searchable layers' fused op."""
+
+    def __init__(self, layer: nn.Module, weight_quantizer: nn.Module, input_quantizer: nn.Module) -> None:
+        super().__init__()
+        self.layer, self.weight_quantizer, self.input_quantizer = layer, weight_quantizer, input_quantizer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from odimo_moo.alternatives import run_dense_quantized
+
+        return run_dense_quantized(self.layer, x, self.input_quantizer, self.weight_quantizer(self.layer.weight),
+                                   self.layer.bias)
+
+
+def quantized_plain(plain: nn.Module, searchable_model: nn.Module, soc) -> nn.Module:
+    """``plain`` trained quantization-aware on one unit: every layer the searchable model splits gets the
+    SoC default unit's weight and input formats (same quantizers, same fused op), and nothing is split."""
+    import copy
+
+    model = copy.deepcopy(plain)
+    data_format = next(u for u in soc.units if u.name == soc.default_unit).data_format
+    for name, split in searchable_model.split_layers():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        layer = parent.get_submodule(child)
+        setattr(parent, child, QuantizedLayer(layer, data_format.weight_quantizer(split.spec.out_channels),
+                                              data_format.activation_quantizer(split.input_quantizers[0].signed)))
+    return model
+
+
 def batch(batch_size: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn((batch_size,) + INPUT_SHAPE, generator=generator)

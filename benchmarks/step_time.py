@@ -7,7 +7,10 @@ One process, every variant timed interleaved (A/B/C/D, A/B/C/D, ...), medians ov
   ONE conv over the per-channel mixture of the units' weights), task loss + lambda * cost;
 * ``searchable_float``: the same with ``quantize=False``: what the split-layer machinery alone costs;
 * ``branches``: the reference-style path, ``fold=False``: every unit's branch runs fully, then the
-  outputs are mixed per channel.
+  outputs are mixed per channel;
+* ``plain_quantized``: the plain model trained quantization-aware on the SoC's default unit alone
+  (its weight and input quantizers on every searched layer, same fused op, nothing split):
+  ``searchable / plain_quantized`` is what searching adds over quantization-aware training.
 
     python benchmarks/step_time.py            # -> benchmarks/results/step_time.json
 """
@@ -40,6 +43,7 @@ def main() -> None:
             "searchable_float": common.searchable(plain, soc, quantize=False),
             "branches": common.searchable(plain, soc, fold=False),
         }
+        models["plain_quantized"] = common.quantized_plain(plain, models["searchable"], soc)
         x, y = common.batch(args.batch_size, device)
         steps = {name: common.training_step(model.to(device), x, y, args.cost_weight)
                  for name, model in models.items()}
@@ -53,12 +57,16 @@ def main() -> None:
         }
         folded, branches = timings["searchable"], timings["branches"]
         entry["branches_over_searchable_cpu"] = common.ratios({"s": folded, "b": branches}, "s")["b"]
+        entry["searchable_over_plain_quantized"] = common.ratios(
+            {"q": timings["plain_quantized"], "s": folded}, "q")["s"]
         result["socs"][soc_name] = entry
         r = entry["ratio_vs_plain"]
         print(f"{soc_name} {model_name}: searchable/plain cpu {r['searchable']['cpu_median_of_paired_ratios']:.3f} "
               f"wall {r['searchable']['wall_median_of_paired_ratios']:.3f}; "
               f"float {r['searchable_float']['cpu_median_of_paired_ratios']:.3f}; "
-              f"branches {r['branches']['cpu_median_of_paired_ratios']:.3f}")
+              f"branches {r['branches']['cpu_median_of_paired_ratios']:.3f}; quantization-aware plain "
+              f"{r['plain_quantized']['cpu_median_of_paired_ratios']:.3f} (searchable / it "
+              f"{entry['searchable_over_plain_quantized']['cpu_median_of_paired_ratios']:.3f})")
     common.write_result("step_time", result, args.output)
 
 
