@@ -26,9 +26,8 @@ import numpy as np
 
 from .checkpoint import atomic_write_bytes, atomic_write_json
 from .errors import UsageError
-from .oneshot import COST_FIELDS
 from .pareto import ReferencePoint, default_reference, hypervolume, pareto_mask
-from .strategy import Outcome
+from .strategy import COST_FIELDS, Outcome
 
 #: Files read by :func:`load_outcomes`: per-run results, study results and fronts, baseline lists.
 OUTCOME_FILES = ("result.json", "results.json", "pareto.json", "baselines.json")

@@ -25,11 +25,8 @@ from .mapping_search import GenomeLayout, genome_to_counts
 from .pareto import pareto_mask
 from .recipe import Recipe
 from .searchable import ODiMO
-from .strategy import Outcome
+from .strategy import COST_FIELDS, Outcome
 from .workbench import Workbench
-
-#: Cost field of a cost report / outcome for each metric.
-COST_FIELDS = {"latency": "latency_cycles", "energy": "energy_uj"}
 
 #: Recipe fields only the gradient search reads; strategies that never search with lambda leave them out.
 LAMBDA_SEARCH_FIELDS = ("search_epochs", "nas_lr", "cost_weight", "lambda_ramp", "temperature", "temperature_decay",

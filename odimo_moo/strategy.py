@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 if TYPE_CHECKING:
     from .workbench import Workbench
 
+#: The :class:`Outcome` field that holds each cost metric.
+COST_FIELDS = {"latency": "latency_cycles", "energy": "energy_uj"}
+
 
 @dataclass
 class Outcome:

@@ -20,10 +20,10 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import yaml
 
 from ..errors import OdimoError, UsageError
+from ..strategy import COST_FIELDS
 
 DRIVERS = ("optuna", "pymoo")
 METRIC_NAMES = ("latency", "energy")
-COST_FIELDS = {"latency": "latency_cycles", "energy": "energy_uj"}  # metric -> Outcome field
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 PACKAGED_STUDIES = "odimo_moo.studies"
 DEFAULT_SAMPLER = {"optuna": "tpe", "pymoo": "nsga2"}
