@@ -9,7 +9,6 @@ just its channels.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from typing import NamedTuple, Sequence
 
@@ -19,7 +18,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from .quantizers import (ActivationQuantizer, activation_gradients, activation_grid, activation_levels,
-                         clip_descent_direction, level_code_dtype)
+                         clip_descent_direction, clip_gradient, level_code_dtype)
 
 
 class WeightTerm(NamedTuple):
@@ -304,5 +303,5 @@ class _QuantizedInputLayer(torch.autograd.Function):
             # input has few channels).
             direction = clip_descent_direction(x, code, step, clip, ctx.signed, out=integers)
             response = run_dense(source, direction, weight, None)
-            grad_log2_clip = (-math.log(2.0) * torch.dot(grad.reshape(-1), response.reshape(-1))).to(clip.dtype)
+            grad_log2_clip = clip_gradient(grad, response, clip)
         return grad_x, grad_log2_clip, grad_weight, grad_bias, None, None, None

@@ -175,8 +175,28 @@ def activation_levels(x: torch.Tensor, clip: torch.Tensor, step: torch.Tensor, l
         # Scaling first lets the clamp use constant bounds (much cheaper on CPU). Same values:
         # division is monotonic and round(clip / step) == levels.
         return torch.div(x, step).clamp_(-levels if signed else 0, levels).round_()
-    low = -clip if signed else torch.zeros_like(clip)  # no host synchronisation on accelerators
-    return torch.clamp(x, low, clip).div_(step).round_()
+    return torch.clamp(x, _lower_bound(clip, signed), clip).div_(step).round_()
+
+
+def _lower_bound(clip: torch.Tensor, signed: bool) -> torch.Tensor:
+    """The low end of the clip range as a tensor (no host synchronisation on accelerators)."""
+    return -clip if signed else torch.zeros_like(clip)
+
+
+def _constant_bounds(clip: torch.Tensor, signed: bool) -> tuple[float, float]:
+    """``(low, high)`` of the clip range read on the host, for constant-bound CPU kernels."""
+    high = float(clip)
+    return (-high if signed else 0.0), high
+
+
+def _masked_direction(x: torch.Tensor, inside: torch.Tensor, quantized: torch.Tensor, scale: torch.Tensor | float,
+                      out: torch.Tensor | None) -> torch.Tensor:
+    """``x * inside - quantized * scale`` (see :func:`clip_descent_direction`), tensor-bound path."""
+    return torch.sub(torch.where(inside, x, x.new_zeros(())), quantized.to(x.dtype) * scale, out=out)
+
+
+def _inside(x: torch.Tensor, clip: torch.Tensor, signed: bool) -> torch.Tensor:
+    return (x > _lower_bound(clip, signed)) & (x < clip)
 
 
 def clip_descent_direction(x: torch.Tensor, quantized: torch.Tensor, scale: torch.Tensor | float,
@@ -186,14 +206,22 @@ def clip_descent_direction(x: torch.Tensor, quantized: torch.Tensor, scale: torc
     Minus the derivative of ``y`` by ``log2_clip`` divided by ``ln 2``: the clip gradient is
     ``-ln 2 * sum(grad_y * direction)``. ``out``: a float tensor shaped like ``x`` to write into.
     """
-    if host_bounds(x):
-        high = float(clip)
-        inside = (torch.ops.aten.hardtanh_backward(x, x, -high if signed else 0.0, high) if out is None else
-                  torch.ops.aten.hardtanh_backward.grad_input(x, x, -high if signed else 0.0, high, grad_input=out))
-        return inside.sub_(quantized, alpha=float(scale))
-    low = -clip if signed else torch.zeros_like(clip)  # no host synchronisation on accelerators
-    inside = torch.where((x > low) & (x < clip), x, x.new_zeros(()))
-    return torch.sub(inside, quantized.to(x.dtype) * scale, out=out)
+    if not host_bounds(x):
+        return _masked_direction(x, _inside(x, clip, signed), quantized, scale, out)
+    low, high = _constant_bounds(clip, signed)
+    inside = (torch.ops.aten.hardtanh_backward(x, x, low, high) if out is None else
+              torch.ops.aten.hardtanh_backward.grad_input(x, x, low, high, grad_input=out))
+    return inside.sub_(quantized, alpha=float(scale))
+
+
+def clip_gradient(grad: torch.Tensor, direction: torch.Tensor, clip: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``log2_clip``: ``-ln 2 * sum(grad * direction)`` with ``direction`` from
+    :func:`clip_descent_direction` and ``grad`` the gradient of the fake-quantized ``x`` (or, for a
+    linear op after the quantizer, the op's output gradient and the op applied to the direction).
+
+    d clip / d log2_clip = clip * ln 2 (2^round(.) is straight-through): the 1 / clip of d y / d clip cancels.
+    """
+    return (-math.log(2.0) * torch.dot(grad.reshape(-1), direction.reshape(-1))).to(clip.dtype)
 
 
 def activation_gradients(grad: torch.Tensor, x: torch.Tensor, quantized: torch.Tensor,
@@ -208,22 +236,23 @@ def activation_gradients(grad: torch.Tensor, x: torch.Tensor, quantized: torch.T
     ``scratch``: a float tensor shaped like ``x`` that may be overwritten. Both save allocations.
     """
     grad_x = grad_log2_clip = None
+    if not host_bounds(x):  # elementwise passes are cheap on accelerators; host synchronisation is not
+        inside = _inside(x, clip, signed)
+        if need_clip:
+            grad_log2_clip = clip_gradient(grad, _masked_direction(x, inside, quantized, scale, scratch), clip)
+        if need_x:
+            grad_x = torch.where(inside, grad, grad.new_zeros(()))
+        return grad_x, grad_log2_clip
+    direction = None
     if need_clip:
-        # d clip / d log2_clip = clip * ln 2 (2^round(.) is straight-through): the 1 / clip of
-        # d y / d clip cancels.
         direction = clip_descent_direction(x, quantized, scale, clip, signed, out=scratch)
-        grad_log2_clip = (-math.log(2.0) * torch.dot(grad.reshape(-1), direction.reshape(-1))).to(clip.dtype)
+        grad_log2_clip = clip_gradient(grad, direction, clip)
     if need_x:
-        if host_bounds(x):
-            # Constant bounds: one fused kernel, written over ``grad`` or the spent direction buffer.
-            high = float(clip)
-            low = -high if signed else 0.0
-            target = grad if grad_is_scratch else (direction if need_clip else None)
-            grad_x = (torch.ops.aten.hardtanh_backward(grad, x, low, high) if target is None else
-                      torch.ops.aten.hardtanh_backward.grad_input(grad, x, low, high, grad_input=target))
-        else:  # elementwise passes are cheap on accelerators; host synchronisation is not
-            low_t = -clip if signed else torch.zeros_like(clip)
-            grad_x = torch.where((x > low_t) & (x < clip), grad, grad.new_zeros(()))
+        # Constant bounds: one fused kernel, written over ``grad`` or the spent direction buffer.
+        low, high = _constant_bounds(clip, signed)
+        target = grad if grad_is_scratch else direction
+        grad_x = (torch.ops.aten.hardtanh_backward(grad, x, low, high) if target is None else
+                  torch.ops.aten.hardtanh_backward.grad_input(grad, x, low, high, grad_input=target))
     return grad_x, grad_log2_clip
 
 
@@ -300,7 +329,7 @@ class ActivationQuantizer(nn.Module):
         inputs exactly on a clip bound (there the elementwise min/max halves the gradient).
         """
         clip = self.clip()
-        low = -clip if self.signed else torch.zeros_like(clip)
+        low = _lower_bound(clip, self.signed)
         clamped = torch.minimum(torch.maximum(x, low), clip)
         step = clip / self.levels
         return ste_round(clamped / step) * step
