@@ -30,14 +30,9 @@ def objective_values(outcome: Outcome, metrics: tuple[str, ...]) -> list[float]:
 
 
 def outcome_attrs(outcome: Outcome, params: Mapping[str, Any], workdir: str) -> dict[str, Any]:
-    """The user attributes of a finished trial (all JSON values)."""
-    return {
-        "accuracy": outcome.accuracy, "val_accuracy": outcome.val_accuracy,
-        "latency_cycles": outcome.latency_cycles, "energy_uj": outcome.energy_uj,
-        "channel_split": outcome.channel_split, "artifacts": outcome.artifacts, "params": dict(params),
-        "strategy": outcome.strategy, "label": outcome.label, "wall_time_s": outcome.wall_time_s,
-        "trainings": outcome.trainings, "work_dir": workdir,
-    }
+    """The user attributes of a finished trial (all JSON values): the outcome's fields, with the
+    trial's own ``params`` and its ``work_dir``."""
+    return {**outcome.to_dict(), "params": dict(params), "work_dir": workdir}
 
 
 class TrialRunner:
