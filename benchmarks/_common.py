@@ -154,21 +154,19 @@ def batch(batch_size: int, device: torch.device, seed: int = 0) -> tuple[torch.T
 def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cost_weight: float) -> Callable[[], None]:
     """One search-phase step as ``odimo_moo.training.run_epoch`` does it, with the ``odimo`` strategy's
     optimizers (weights: the recipe's optimizer; assignment: Adam without weight decay), both built by
-    ``odimo_moo.training.make_optimizer`` as the strategy builds them.
+    ``odimo_moo.training`` as the strategy builds them.
 
     For a model that is not an ``ODiMO`` (the plain baseline) only the task loss is trained.
     """
     from odimo_moo.recipe import Recipe
     from odimo_moo.searchable import ODiMO
-    from odimo_moo.training import make_optimizer
+    from odimo_moo.training import assignment_optimizer, weights_optimizer
 
     recipe = Recipe()
     model.train()
+    optimizers = [weights_optimizer(model, recipe)]
     if isinstance(model, ODiMO):
-        optimizers = [make_optimizer(recipe.optimizer, model.net_parameters(), recipe.lr, recipe.weight_decay),
-                      make_optimizer("adam", model.nas_parameters(), recipe.nas_lr, 0.0)]
-    else:
-        optimizers = [make_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.weight_decay)]
+        optimizers.append(assignment_optimizer(model, recipe))
     searching = isinstance(model, ODiMO) and cost_weight > 0
 
     def step() -> None:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import atomic_torch_save, load_checkpoint
 from .errors import RunFailure, UsageError
+from .recipe import Recipe
 from .searchable import ODiMO
 
 
@@ -50,6 +51,17 @@ def make_optimizer(name: str, parameters: Iterable[nn.Parameter], lr: float, wei
     # torch checks fused support only at the first step; CPU and CUDA have the kernels.
     fused = bool(params) and all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
     return optimizer(params, fused=True, **options) if fused else optimizer(params, **options)
+
+
+def weights_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer over the network weights (``net_parameters()`` of an ODiMO model, else all)."""
+    parameters = model.net_parameters() if isinstance(model, ODiMO) else model.parameters()
+    return make_optimizer(recipe.optimizer, parameters, recipe.lr, recipe.weight_decay)
+
+
+def assignment_optimizer(model: ODiMO, recipe: Recipe) -> torch.optim.Optimizer:
+    """Adam at the recipe's ``nas_lr`` over the assignment parameters, without weight decay."""
+    return make_optimizer("adam", model.nas_parameters(), recipe.nas_lr, 0.0)
 
 
 def run_epoch(model: nn.Module, loader: DataLoader, device: torch.device,

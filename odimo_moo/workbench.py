@@ -28,7 +28,7 @@ from .searchable import METRICS, ODiMO
 from .soc import SoC
 from .split_layer import MaskMode
 from .strategy import Outcome
-from .training import PhaseRunner, PhaseSpec, evaluate, make_optimizer, seed_everything
+from .training import PhaseRunner, PhaseSpec, evaluate, seed_everything, weights_optimizer
 
 @dataclass(frozen=True)
 class Setup:
@@ -150,12 +150,12 @@ class Workbench:
         """The supernet after the lambda-free warmup (random split per forward), cached under
         ``cache_dir`` by everything the warmup depends on and shared by every trial that asks."""
         model = self.supernet(recipe)
-        folder = self.cache_dir / f"warmup-{self.warmup_key(recipe)}"
-        with _file_lock(self.cache_dir / f"warmup-{self.warmup_key(recipe)}.lock"):
+        key = self.warmup_key(recipe)
+        with _file_lock(self.cache_dir / f"warmup-{key}.lock"):
             model.set_mode(MaskMode.SAMPLE)
-            runner = self.runner(model, recipe, folder, fingerprint=self.warmup_key(recipe))
-            history = runner.run(PhaseSpec("warmup", recipe.warmup_epochs, lambda: [
-                make_optimizer(recipe.optimizer, model.net_parameters(), recipe.lr, recipe.weight_decay)]))
+            runner = self.runner(model, recipe, self.cache_dir / f"warmup-{key}", fingerprint=key)
+            history = runner.run(PhaseSpec("warmup", recipe.warmup_epochs,
+                                           lambda: [weights_optimizer(model, recipe)]))
         model.set_mode(MaskMode.SEARCH)
         return model, history
 
@@ -182,8 +182,7 @@ class Workbench:
         runner = self.runner(model, recipe, workdir / "checkpoints",
                              fingerprint=self.run_key(recipe, mapping=model.mapping()))
         runner.history = list(history or [])
-        runner.run(PhaseSpec("finetune", recipe.finetune_epochs, lambda: [
-            make_optimizer(recipe.optimizer, model.net_parameters(), recipe.lr, recipe.weight_decay)]))
+        runner.run(PhaseSpec("finetune", recipe.finetune_epochs, lambda: [weights_optimizer(model, recipe)]))
         return self.report(model, workdir, strategy, params, runner.history, label, started, trainings)
 
     def report(self, model: ODiMO, workdir: Path, strategy: str, params: Mapping[str, Any],

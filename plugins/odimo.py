@@ -12,7 +12,7 @@ import torch
 from odimo_moo.hookspecs import hookimpl
 from odimo_moo.recipe import Recipe
 from odimo_moo.strategy import Outcome, Strategy
-from odimo_moo.training import PhaseSpec, make_optimizer
+from odimo_moo.training import PhaseSpec, assignment_optimizer, weights_optimizer
 from odimo_moo.workbench import Workbench
 
 
@@ -31,9 +31,7 @@ class ODiMOSearch(Strategy):
         runner.history = list(warmup_history)
 
         def optimizers() -> list[torch.optim.Optimizer]:
-            weights = make_optimizer(recipe.optimizer, model.net_parameters(), recipe.lr, recipe.weight_decay)
-            assignment = make_optimizer("adam", model.nas_parameters(), recipe.nas_lr, 0.0)
-            return [weights, assignment]
+            return [weights_optimizer(model, recipe), assignment_optimizer(model, recipe)]
 
         runner.run(PhaseSpec("search", recipe.search_epochs, optimizers, cost_weight_at=recipe.lambda_at,
                              on_epoch_start=lambda epoch: model.set_temperature(recipe.temperature_at(epoch))))
