@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -98,9 +99,14 @@ def check_writable(folder: Path) -> None:
     """Fail before any training if ``folder`` cannot be created or written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".odimo-write-probe"
-        probe.write_bytes(b"0" * 4096)
-        probe.unlink()
+        # a probe name of its own: workers sharing a study folder check it at the same moment
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".odimo-write-probe-")
+        try:
+            if os.write(handle, b"0" * 4096) < 4096:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        finally:
+            os.close(handle)
+            os.unlink(probe)
     except OSError as exc:
         raise RunFailure(f"output folder {folder} is not writable ({exc.strerror or exc}); choose another "
                          f"with --out or free space") from exc

@@ -361,3 +361,25 @@ def test_check_writable_names_the_folder_and_the_reason(tmp_path: Path):
         check_writable(tmp_path / "f" / "x")
     check_writable(tmp_path / "new" / "deep")
     assert (tmp_path / "new" / "deep").is_dir() and not list((tmp_path / "new" / "deep").iterdir())
+
+
+def test_check_writable_from_many_workers_at_once(tmp_path: Path):
+    """Workers of one study check the shared output folder at the same moment: no worker may see
+    another's probe file vanish (CI once failed a 4-worker study this way)."""
+    folder = tmp_path / "study"
+    failures: list[RunFailure] = []
+
+    def worker() -> None:
+        for _ in range(200):
+            try:
+                check_writable(folder)
+            except RunFailure as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[0]
+    assert not list(folder.iterdir())
