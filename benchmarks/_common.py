@@ -65,6 +65,17 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_step_options(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark of a search step shares: batch size, lambda, SoCs."""
+    from odimo_moo.recipe import Recipe
+
+    default_batch = Recipe().batch_size
+    parser.add_argument("--batch-size", type=int, default=default_batch,
+                        help=f"default {default_batch}: the recipe's batch size, as a search runs")
+    parser.add_argument("--cost-weight", type=float, default=1e-6, help="lambda (any value > 0 times the same)")
+    parser.add_argument("--socs", nargs="*", default=list(CASES), choices=list(CASES))
+
+
 def setup(args: argparse.Namespace) -> torch.device:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -121,9 +121,7 @@ def measure(variant: str, soc_name: str, device: torch.device, batch_size: int, 
 
 def main() -> None:
     parser = common.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--cost-weight", type=float, default=1e-6)
-    parser.add_argument("--socs", nargs="*", default=list(common.CASES), choices=list(common.CASES))
+    common.add_step_options(parser)
     parser.add_argument("--parallel", type=int, default=2, help="measuring processes run at the same time")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "SOC"), help=argparse_hidden())
     args = parser.parse_args()

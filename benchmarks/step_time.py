@@ -23,9 +23,7 @@ import _common as common
 def main() -> None:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--repetitions", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--cost-weight", type=float, default=1e-6, help="lambda (any value > 0 times the same)")
-    parser.add_argument("--socs", nargs="*", default=list(common.CASES), choices=list(common.CASES))
+    common.add_step_options(parser)
     args = parser.parse_args()
     device = common.setup(args)
     result = {"benchmark": "step_time", "machine": common.machine_info(device),

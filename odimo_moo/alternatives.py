@@ -291,17 +291,18 @@ class _QuantizedInputLayer(torch.autograd.Function):
         if grad_bias is not None:
             grad_bias = grad_bias.to(ctx.weight_dtype)
         grad_x = grad_log2_clip = None
+        # The quantizer's backward reads the levels as float (``integers``): elementwise ops mixing
+        # float and integer tensors take a slow type-promoting path on CPU.
         if need_x:
-            # ``integers`` is free now: it takes the slope of the clip gradient, ``grad_input`` the
-            # gradient of x (no activation-sized allocation beyond the op's own).
-            grad_x, grad_log2_clip = activation_gradients(grad_input, x, code, step, clip, ctx.signed, need_x,
-                                                          need_clip, grad_is_scratch=True, scratch=integers)
+            # ``grad_input`` is ours: it becomes the gradient of x in place.
+            grad_x, grad_log2_clip = activation_gradients(grad_input, x, integers, step, clip, ctx.signed, need_x,
+                                                          need_clip, grad_is_scratch=True)
         elif need_clip:
             # Only the clip needs the input's gradient (the network's first layer): the op is linear
             # in its input, so sum(grad_input * d) == sum(grad * op(d)) -- one forward op over the
             # input-sized direction d instead of the transposed op (several times dearer when the
             # input has few channels).
-            direction = clip_descent_direction(x, code, step, clip, ctx.signed, out=integers)
+            direction = clip_descent_direction(x, integers, step, clip, ctx.signed)
             response = run_dense(source, direction, weight, None)
             grad_log2_clip = clip_gradient(grad, response, clip)
         return grad_x, grad_log2_clip, grad_weight, grad_bias, None, None, None

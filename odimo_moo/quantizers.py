@@ -189,10 +189,10 @@ def _constant_bounds(clip: torch.Tensor, signed: bool) -> tuple[float, float]:
     return (-high if signed else 0.0), high
 
 
-def _masked_direction(x: torch.Tensor, inside: torch.Tensor, quantized: torch.Tensor, scale: torch.Tensor | float,
-                      out: torch.Tensor | None) -> torch.Tensor:
+def _masked_direction(x: torch.Tensor, inside: torch.Tensor, quantized: torch.Tensor,
+                      scale: torch.Tensor | float) -> torch.Tensor:
     """``x * inside - quantized * scale`` (see :func:`clip_descent_direction`), tensor-bound path."""
-    return torch.sub(torch.where(inside, x, x.new_zeros(())), quantized.to(x.dtype) * scale, out=out)
+    return torch.where(inside, x, x.new_zeros(())).sub_(quantized.to(x.dtype) * scale)
 
 
 def _inside(x: torch.Tensor, clip: torch.Tensor, signed: bool) -> torch.Tensor:
@@ -200,18 +200,17 @@ def _inside(x: torch.Tensor, clip: torch.Tensor, signed: bool) -> torch.Tensor:
 
 
 def clip_descent_direction(x: torch.Tensor, quantized: torch.Tensor, scale: torch.Tensor | float,
-                           clip: torch.Tensor, signed: bool, out: torch.Tensor | None = None) -> torch.Tensor:
+                           clip: torch.Tensor, signed: bool) -> torch.Tensor:
     """``x * [low < x < clip] - y`` per element, with ``y = quantized * scale`` the fake-quantized ``x``.
 
     Minus the derivative of ``y`` by ``log2_clip`` divided by ``ln 2``: the clip gradient is
-    ``-ln 2 * sum(grad_y * direction)``. ``out``: a float tensor shaped like ``x`` to write into.
+    ``-ln 2 * sum(grad_y * direction)``. ``quantized`` should be a float tensor: mixing float and
+    integer tensors in one elementwise op takes a slow type-promoting path on CPU.
     """
     if not host_bounds(x):
-        return _masked_direction(x, _inside(x, clip, signed), quantized, scale, out)
+        return _masked_direction(x, _inside(x, clip, signed), quantized, scale)
     low, high = _constant_bounds(clip, signed)
-    inside = (torch.ops.aten.hardtanh_backward(x, x, low, high) if out is None else
-              torch.ops.aten.hardtanh_backward.grad_input(x, x, low, high, grad_input=out))
-    return inside.sub_(quantized, alpha=float(scale))
+    return torch.ops.aten.hardtanh_backward(x, x, low, high).sub_(quantized, alpha=float(scale))
 
 
 def clip_gradient(grad: torch.Tensor, direction: torch.Tensor, clip: torch.Tensor) -> torch.Tensor:
@@ -226,26 +225,25 @@ def clip_gradient(grad: torch.Tensor, direction: torch.Tensor, clip: torch.Tenso
 
 def activation_gradients(grad: torch.Tensor, x: torch.Tensor, quantized: torch.Tensor,
                          scale: torch.Tensor | float, clip: torch.Tensor, signed: bool, need_x: bool, need_clip: bool,
-                         grad_is_scratch: bool = False,
-                         scratch: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                         grad_is_scratch: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Gradients of ``x`` and ``log2_clip`` from ``grad``, the gradient of ``y = quantized * scale``.
 
     ``y`` is the fake-quantized ``x`` (``scale`` is 1 when ``quantized`` is ``y`` itself, the step
-    when it holds the integer levels, in any dtype). See :class:`_FakeQuantizeActivation` for the
-    formulas. ``grad_is_scratch``: ``grad`` belongs to the caller and may be overwritten;
-    ``scratch``: a float tensor shaped like ``x`` that may be overwritten. Both save allocations.
+    when it holds the integer levels as floats). See :class:`_FakeQuantizeActivation` for the
+    formulas. ``grad_is_scratch``: ``grad`` belongs to the caller and may be overwritten (saves an
+    allocation).
     """
     grad_x = grad_log2_clip = None
     if not host_bounds(x):  # elementwise passes are cheap on accelerators; host synchronisation is not
         inside = _inside(x, clip, signed)
         if need_clip:
-            grad_log2_clip = clip_gradient(grad, _masked_direction(x, inside, quantized, scale, scratch), clip)
+            grad_log2_clip = clip_gradient(grad, _masked_direction(x, inside, quantized, scale), clip)
         if need_x:
             grad_x = torch.where(inside, grad, grad.new_zeros(()))
         return grad_x, grad_log2_clip
     direction = None
     if need_clip:
-        direction = clip_descent_direction(x, quantized, scale, clip, signed, out=scratch)
+        direction = clip_descent_direction(x, quantized, scale, clip, signed)
         grad_log2_clip = clip_gradient(grad, direction, clip)
     if need_x:
         # Constant bounds: one fused kernel, written over ``grad`` or the spent direction buffer.

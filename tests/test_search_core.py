@@ -229,6 +229,6 @@ def test_activation_quantizer_unsigned_7_bit():
 def test_smooth_cost_is_close_to_hard_cost(socs):
     build, shape = MODELS["resnet20"]
     model = ODiMO(build(), socs["diana"], shape, init="balanced")
-    smooth = float(model.cost_of(smooth=True))
+    smooth = float(model.cost_of(smooth=True).detach())
     hard = model.cost_report()["latency_cycles"]
     assert hard <= smooth <= hard * (1 + 0.02 * 0.7)
