@@ -38,11 +38,12 @@ PAIRS = (
 )
 
 
-def latency_only_search(model, steps: int, lr: float) -> dict:
-    """Train ``model``'s assignment on its searched layers' smooth latency; hard latencies along the way."""
-    from odimo_moo.training import make_optimizer
+def latency_only_search(model, steps: int, recipe) -> dict:
+    """Train ``model``'s assignment with the strategy's assignment optimizer on its searched layers'
+    smooth latency; hard latencies along the way."""
+    from odimo_moo.training import assignment_optimizer
 
-    optimizer = make_optimizer("adam", model.nas_parameters(), lr, 0.0)
+    optimizer = assignment_optimizer(model, recipe)
     checkpoints = {0, steps} | {round(steps * f) for f in (0.1, 0.25, 0.5)}
     trajectory = []
     for step in range(steps + 1):
@@ -82,11 +83,10 @@ def main() -> None:
             split = min_latency_split(soc, layer.spec, units)
             latency = float(split_costs(soc, layer.spec, units, torch.tensor([split])).latency_cycles[0])
             bound = ideal_latency_bound(soc, layer.spec, units)
-            entry = {"layer": name, "spec": layer.spec.describe(),
-                     "split": {soc.units[u].name: n for u, n in zip(units, split)},
-                     "latency_cycles": latency, "bound_cycles": bound,
-                     "ratio": latency / bound if bound > 0 else None}
-            layers.append(entry)
+            layers.append({"layer": name, "spec": layer.spec.describe(),
+                           "split": {soc.units[u].name: n for u, n in zip(units, split)},
+                           "latency_cycles": latency, "bound_cycles": bound,
+                           "ratio": latency / bound if bound > 0 else None})
         total_latency = sum(entry["latency_cycles"] for entry in layers)
         total_bound = sum(entry["bound_cycles"] for entry in layers)
         ratios = [entry["ratio"] for entry in layers if entry["ratio"] is not None]
@@ -100,7 +100,7 @@ def main() -> None:
         for parametrization in ("thermometric", "softmax"):
             searchable = ODiMO(network, soc, shape, parametrization=parametrization, init=recipe.init,
                                quantize=False)
-            searched = latency_only_search(searchable, args.steps, recipe.nas_lr)
+            searched = latency_only_search(searchable, args.steps, recipe)
             searched["ratio"] = searched["latency_cycles"] / total_bound
             searched["best_ratio"] = min(p["latency_cycles"] for p in searched["trajectory"]) / total_bound
             pair["searched"][parametrization] = searched
