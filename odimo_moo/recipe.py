@@ -12,6 +12,11 @@ from .errors import UsageError
 
 OPTIMIZERS = ("adam", "sgd")
 
+#: The default lambda grid of ``odimo compare`` and the studies. lambda weighs the dimensionless cost
+#: (the network's cost over its cost with every layer on the SoC's default unit), so one grid spans
+#: the front on every SoC.
+DEFAULT_LAMBDAS = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0)
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -85,12 +90,13 @@ class Recipe:
         return cls(**converted)
 
     def lambda_at(self, epoch: int) -> float:
-        """lambda for search epoch ``epoch`` (0-based)."""
+        """lambda for search epoch ``epoch`` (0-based): linear from lambda/100 at epoch 0 to lambda at
+        epoch ``lambda_ramp * search_epochs`` and after; never above lambda."""
         ramp_epochs = self.lambda_ramp * self.search_epochs
-        if ramp_epochs <= 1 or epoch >= ramp_epochs:
+        if ramp_epochs <= 0 or epoch >= ramp_epochs:
             return self.cost_weight
         start = self.cost_weight / 100
-        return start + (self.cost_weight - start) * epoch / (ramp_epochs - 1)
+        return start + (self.cost_weight - start) * epoch / ramp_epochs
 
     def temperature_at(self, epoch: int) -> float:
         return self.temperature * math.exp(-self.temperature_decay * epoch)
