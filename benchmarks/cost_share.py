@@ -47,7 +47,7 @@ def main() -> None:
             common.synchronize(device)
             start = time.process_time()
             counts = model.unit_counts()
-            cost = model._searched_cost_of_counts(counts, smooth=True)[model.metric].sum()
+            cost = model.searched_cost_of(counts)[model.metric].sum()
             torch.autograd.grad(cost, counts)
             common.synchronize(device)
             cost_times["cost_marginal"].append(time.process_time() - start)

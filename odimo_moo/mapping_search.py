@@ -105,11 +105,10 @@ def split_costs(soc: SoC, spec: LayerSpec, units: Sequence[int], counts: torch.T
 
 def _costs_from_times(soc: SoC, units: Sequence[int], times: torch.Tensor, counts: torch.Tensor) -> SplitCosts:
     cycles = torch.gather(times, 1, counts.t())
-    latency = cycles.max(dim=0).values
     full = torch.zeros(len(soc.units), counts.shape[0], dtype=torch.float64)
     full[list(units)] = cycles
-    energy = soc.to_microjoules(soc.energy(full, latency))
-    return SplitCosts(cycles, latency, energy)
+    costs = soc.layer_costs(full)
+    return SplitCosts(cycles, costs["latency"], costs["energy"])
 
 
 def _lexicographic_argmin(*keys: torch.Tensor) -> int:

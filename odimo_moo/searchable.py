@@ -18,7 +18,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .assignment import SoftmaxAssignment, initial_counts, make_assignment
-from .cost_primitives import hard_max, smooth_max
+from .discrete_cost import CostTables, discrete_layer_cost
 from .errors import UsageError
 from .layer_spec import LayerSpec, LayerTable
 from .quantizers import FLOAT
@@ -95,15 +95,13 @@ class ODiMO(nn.Module):
     def __init__(self, model: nn.Module, soc: SoC, input_shape: Sequence[int], *,
                  parametrization: str = "thermometric", init: str = "first", metric: str = "latency",
                  quantize: bool = True, exclude: Sequence[str | type] = (), fold: bool | None = None,
-                 seed: int = 0, relative_temperature: float = 0.02,
-                 assignment_options: Mapping[str, Any] | None = None) -> None:
+                 seed: int = 0, assignment_options: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         if metric not in METRICS:
             raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
         self.soc = soc
         self.metric = metric
         self.input_shape = tuple(int(d) for d in input_shape)
-        self.relative_temperature = relative_temperature
         generator = torch.Generator().manual_seed(seed)
         graph_module = fx.symbolic_trace(copy.deepcopy(model))
         was_training = graph_module.training
@@ -144,8 +142,12 @@ class ODiMO(nn.Module):
             self.split_names.append(name)
         graph_module.recompile()
         self.model = graph_module
-        self._split_table = LayerTable.from_specs([self.split_layer(n).spec for n in self.split_names])
+        split_table = LayerTable.from_specs([self.split_layer(n).spec for n in self.split_names])
+        allowed = [self.split_layer(n).unit_indices.tolist() for n in self.split_names]
+        # Every unit's cycles at every channel count of every split layer (moves with .to(device)).
+        self.register_buffer("_cost_times", CostTables.compute_times(soc, split_table, allowed), persistent=False)
         self._fixed_costs = self._cost_of_fixed_layers()
+        self._reference_costs = self._cost_on_default_units()
 
     def _make_split(self, module: nn.Module, spec: LayerSpec, units: Sequence[int], non_negative: bool,
                     parametrization: str, init: str, quantize: bool, fold: bool | None,
@@ -269,17 +271,22 @@ class ODiMO(nn.Module):
                                        for column, layer in enumerate(layers)]).to(device)
         return cache[device]
 
-    def searched_cost(self, smooth: bool = True) -> dict[str, torch.Tensor]:
-        """Latency (cycles) and energy (microjoules) per split layer, ``[L]`` each."""
-        return self._searched_cost_of_counts(self.unit_counts(), smooth)
+    def searched_cost(self) -> dict[str, torch.Tensor]:
+        """Latency (cycles) and energy (microjoules) per split layer, ``[L]`` each, of the current
+        channel counts; differentiable in search mode (see :mod:`odimo_moo.discrete_cost`)."""
+        return self.searched_cost_of(self.unit_counts())
 
-    def _searched_cost_of_counts(self, counts: torch.Tensor, smooth: bool) -> dict[str, torch.Tensor]:
+    def _cost_tables(self) -> CostTables:
+        return CostTables(self.soc, self._cost_times)
+
+    def searched_cost_of(self, counts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Latency, energy and unit cycles per split layer of integer channel counts ``counts[K, L]``
+        (SoC unit x split layer), differentiable w.r.t. ``counts`` with the exact-difference gradient."""
+        tables = self._cost_tables()
         counts = counts.to(torch.float64)
-        table = self._split_table.to(counts.device) if len(self.split_names) else self._split_table
-        cycles = self.soc.unit_cycles(table, counts)
-        latency = smooth_max(cycles, 0, self.relative_temperature) if smooth else hard_max(cycles, 0)
-        energy = self.soc.to_microjoules(self.soc.energy(cycles, latency))
-        return {"latency": latency, "energy": energy, "unit_cycles": cycles}
+        return {"latency": discrete_layer_cost(tables, counts, "latency"),
+                "energy": discrete_layer_cost(tables, counts, "energy"),
+                "unit_cycles": tables.unit_cycles(counts)}
 
     def _cost_of_fixed_layers(self) -> dict[str, float]:
         if not self.fixed_layers:
@@ -288,25 +295,41 @@ class ODiMO(nn.Module):
         counts = torch.zeros(len(self.soc.units), len(self.fixed_layers), dtype=torch.float64)
         for column, fixed in enumerate(self.fixed_layers):
             counts[fixed.unit, column] = fixed.spec.out_channels
-        cycles = self.soc.unit_cycles(table, counts)
-        latency = hard_max(cycles, 0)
-        energy = self.soc.to_microjoules(self.soc.energy(cycles, latency))
-        return {"latency": float(latency.sum()), "energy": float(energy.sum())}
+        with torch.no_grad():
+            costs = self.soc.layer_costs(self.soc.unit_cycles(table, counts))
+        return {metric: float(costs[metric].sum()) for metric in METRICS}
 
-    def cost_of(self, metric: str | None = None, smooth: bool = True, include_fixed: bool = True) -> torch.Tensor:
-        """Network cost for ``metric`` (default: the model's), summed over layers."""
+    def _cost_on_default_units(self) -> dict[str, float]:
+        """Whole-network cost with every split layer on the unit that runs it when not searched."""
+        counts = torch.zeros(len(self.soc.units), len(self.split_names), dtype=torch.float64)
+        for column, (_, layer) in enumerate(self.split_layers()):
+            counts[self.soc.fixed_unit(layer.spec), column] = layer.channels
+        with torch.no_grad():
+            costs = self.soc.layer_costs(self._cost_tables().unit_cycles(counts))
+        return {metric: float(costs[metric].sum()) + self._fixed_costs[metric] for metric in METRICS}
+
+    def cost_of(self, metric: str | None = None, include_fixed: bool = True) -> torch.Tensor:
+        """Network cost for ``metric`` (default: the model's) in cycles or microjoules, summed over
+        layers; differentiable in search mode."""
         metric = metric or self.metric
         if metric not in METRICS:
             raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-        total = self._searched_cost_of_counts(self.unit_counts(), smooth)[metric].sum()
+        total = self.searched_cost_of(self.unit_counts())[metric].sum()
         if include_fixed:
             total = total + self._fixed_costs[metric]
         return total
 
+    def reference_cost(self, metric: str | None = None) -> float:
+        """The network's cost with every searched layer on the SoC's default unit (cycles or
+        microjoules): the unit of :attr:`cost`."""
+        return self._reference_costs[metric or self.metric]
+
     @property
     def cost(self) -> torch.Tensor:
-        """The differentiable cost used in the loss (smooth max, whole network)."""
-        return self.cost_of(smooth=True)
+        """The cost term of the loss: the network cost of the model's metric divided by
+        :meth:`reference_cost`, dimensionless (1.0 = everything on the default unit), so that one lambda
+        means the same on every SoC and model."""
+        return self.cost_of() / self.reference_cost()
 
     @torch.no_grad()
     def cost_report(self) -> dict[str, Any]:
@@ -315,7 +338,7 @@ class ODiMO(nn.Module):
         snapshot = {name: layer.fixed_units.clone() for name, layer in self.split_layers()}
         try:
             self.freeze_mapping()
-            searched = self.searched_cost(smooth=False)
+            searched = self.searched_cost()
         finally:
             for name, layer in self.split_layers():
                 layer.fixed_units.copy_(snapshot[name])
@@ -329,6 +352,8 @@ class ODiMO(nn.Module):
             "searched_energy_uj": energy,
             "fixed_latency_cycles": self._fixed_costs["latency"],
             "fixed_energy_uj": self._fixed_costs["energy"],
+            "reference_latency_cycles": self._reference_costs["latency"],
+            "reference_energy_uj": self._reference_costs["energy"],
             "layers": {
                 name: {"latency_cycles": float(searched["latency"][i]), "energy_uj": float(searched["energy"][i]),
                        "unit_cycles": {u.name: float(searched["unit_cycles"][k, i])

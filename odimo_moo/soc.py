@@ -45,15 +45,8 @@ class ComputeUnit(ABC):
         return SameOp()
 
     def cycles(self, layers: LayerTable, n: torch.Tensor) -> torch.Tensor:
-        """Gated latency: exactly 0 when ``n == 0``, whatever the formula's constant terms.
-
-        At ``n == 0`` the gradient is the cost of the first channel (``raw_cycles(1)``), not the
-        0 that ``gate(n) * raw_cycles(n)`` would give: an empty unit must not look free to the optimizer.
-        """
-        active = (n > 0).to(n.dtype)
-        first_channel = self.raw_cycles(layers, torch.ones_like(n)).detach()
-        entering = (n - n.detach()) * first_channel * (1.0 - active)
-        return active * self.raw_cycles(layers, n) + entering
+        """Gated latency: exactly 0 when ``n == 0``, whatever the formula's constant terms."""
+        return (n > 0).to(n.dtype) * self.raw_cycles(layers, n)
 
 
 @dataclass(eq=False)
@@ -146,6 +139,12 @@ class SoC:
         idle = torch.tensor([u.idle_power_mw for u in self.units], dtype=unit_cycles.dtype,
                             device=unit_cycles.device)
         return active_idle_energy(unit_cycles, latency, active, idle)
+
+    def layer_costs(self, unit_cycles: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Latency (cycles: the slowest unit, units running in parallel) and energy (microjoules) of
+        layers whose units ran ``unit_cycles`` (``[K, ...]``)."""
+        latency = unit_cycles.max(dim=0).values
+        return {"latency": latency, "energy": self.to_microjoules(self.energy(unit_cycles, latency))}
 
     def to_microjoules(self, mw_cycles: torch.Tensor) -> torch.Tensor:
         """Convert mW x cycles to microjoules at this SoC's clock."""

@@ -226,9 +226,12 @@ def test_activation_quantizer_unsigned_7_bit():
     assert x.grad is not None and quantizer.log2_clip.grad is not None
 
 
-def test_smooth_cost_is_close_to_hard_cost(socs):
+def test_loss_cost_is_the_hard_cost_over_the_default_unit_reference(socs):
     build, shape = MODELS["resnet20"]
     model = ODiMO(build(), socs["diana"], shape, init="balanced")
-    smooth = float(model.cost_of(smooth=True).detach())
-    hard = model.cost_report()["latency_cycles"]
-    assert hard <= smooth <= hard * (1 + 0.02 * 0.7)
+    report = model.cost_report()
+    assert float(model.cost_of().detach()) == pytest.approx(report["latency_cycles"], rel=1e-12)
+    # the reference is everything on DIANA's default (digital) unit: 257,673 cycles for ResNet-20
+    assert model.reference_cost("latency") == pytest.approx(257_673)
+    assert report["reference_latency_cycles"] == pytest.approx(257_673)
+    assert float(model.cost.detach()) == pytest.approx(report["latency_cycles"] / model.reference_cost(), rel=1e-12)

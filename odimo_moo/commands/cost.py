@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from ..cost_primitives import hard_max
 from ..errors import UsageError
 from ..layer_spec import LayerSpec, LayerTable, parse_layer_spec
 from ..registry import PluginRegistry, pick
@@ -103,7 +102,8 @@ def layer_cost(soc: SoC, spec: LayerSpec, channels: dict[str, int]) -> LayerCost
     layers = LayerTable.from_specs([spec])
     counts = torch.tensor([[float(channels[name])] for name in soc.unit_names], dtype=torch.float64)
     cycles = soc.unit_cycles(layers, counts)
-    latency = hard_max(cycles)
+    costs = soc.layer_costs(cycles)
+    latency = costs["latency"]
     unit_energy = {}
     for k, unit in enumerate(soc.units):
         mw_cycles = unit.active_power_mw * cycles[k] + unit.idle_power_mw * (latency - cycles[k])
@@ -115,7 +115,7 @@ def layer_cost(soc: SoC, spec: LayerSpec, channels: dict[str, int]) -> LayerCost
         unit_cycles={unit.name: float(cycles[k, 0]) for k, unit in enumerate(soc.units)},
         unit_energy_uj=unit_energy,
         latency_cycles=float(latency[0]),
-        energy_uj=float(soc.to_microjoules(soc.energy(cycles, latency))[0]),
+        energy_uj=float(costs["energy"][0]),
     )
 
 

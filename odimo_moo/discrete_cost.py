@@ -1,0 +1,144 @@
+"""The searched layers' cost as a function of integer channel counts, with gradients that are exact
+discrete differences.
+
+Channel counts are integers all along the search, and SoC cost formulas are staircases in them
+(ceil of a PE-array width, a fixed overhead gated on the first channel, a parallel max). The
+derivative of a formula there says nothing about moving a channel: an identity straight-through
+ceil charges a unit 1/512 of a 512-wide pass per channel, a clamp-shaped gate is flat at every
+integer, and the softmax weights of a smooth max make an empty unit look free. The search needs,
+per layer, what moving channels from unit ``a`` to unit ``b`` does to the hard cost.
+
+:class:`CostTables` holds every unit's cycles for every channel count of every searched layer
+(computed once from the SoC's own formulas). :func:`pair_slopes` walks each pair direction
+``n - m e_a + m e_b`` from the current counts to the first step ``m`` where the layer's hard cost
+changes by more than :data:`SIGNIFICANT` of itself, and gives the secant slope ``D(m) / m``: the exact
+one-channel difference wherever that one is significant (the cost of entering an empty unit
+included), and where the cost is flat for a while (a unit on a plateau of its ceil), the slope to
+the next change, which the one-channel difference cannot see. :func:`unit_gradients` turns the
+pair slopes into one derivative per unit (``g_b - g_a`` fits every feasible pair's slope in least
+squares: exactly, for two units). :func:`discrete_layer_cost` is the layer cost with that gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import torch
+
+from .layer_spec import LayerTable
+from .soc import SoC
+
+#: A change of a layer's cost smaller than this fraction of it is treated as no change (flat).
+SIGNIFICANT = 1e-3
+METRICS = ("latency", "energy")
+
+
+class CostTables:
+    """Cycles of every SoC unit for every channel count ``0..C`` of every searched layer.
+
+    ``times[k, l, n]`` is unit ``k`` running ``n`` output channels of layer ``l``; ``inf`` where the
+    unit is not one of the layer's allowed units (for ``n > 0``) and beyond the layer's channels.
+    """
+
+    def __init__(self, soc: SoC, times: torch.Tensor) -> None:
+        self.soc = soc
+        self.times = times
+
+    @staticmethod
+    def compute_times(soc: SoC, table: LayerTable, allowed: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``[K, L, C_max + 1]`` cycles from the SoC's own formulas (``allowed[l]``: layer ``l``'s units)."""
+        layers = len(table)
+        width = int(table.out_channels.max()) + 1 if layers else 1
+        counts = torch.arange(width, dtype=torch.float64).repeat(layers)
+        expanded = LayerTable(**{f.name: getattr(table, f.name).repeat_interleave(width)
+                                 for f in dataclasses.fields(table)})
+        with torch.no_grad():
+            times = torch.stack([unit.cycles(expanded, counts) for unit in soc.units]).view(
+                len(soc.units), layers, width)
+        usable = torch.zeros(len(soc.units), layers, width, dtype=torch.bool)
+        for column, units in enumerate(allowed):
+            usable[list(units), column] = True
+        usable &= torch.arange(width).view(1, 1, -1) <= table.out_channels.view(1, -1, 1).cpu()
+        times = torch.where(usable, times, torch.full_like(times, torch.inf))
+        times[:, :, 0] = 0.0
+        return times
+
+    def unit_cycles(self, counts: torch.Tensor) -> torch.Tensor:
+        """``[K, L]`` cycles of integer ``counts[k, l]``."""
+        index = counts.detach().round().long().clamp(0, self.times.shape[2] - 1).unsqueeze(2)
+        return self.times.gather(2, index).squeeze(2)
+
+
+def pair_slopes(tables: CostTables, counts: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Secant slopes ``[K, K, L]`` of the hard cost along every pair move ``a -> b``, and which moves
+    are feasible (unit ``a`` has a channel to give, unit ``b`` can run the layer).
+
+    The slope of ``a -> b`` is ``D(m) / m`` with ``D(m) = cost(n - m e_a + m e_b) - cost(n)`` at the
+    smallest ``m`` where ``|D(m)|`` exceeds :data:`SIGNIFICANT` of the layer's cost (the largest
+    feasible ``m`` if none does).
+    """
+    times = tables.times
+    units, layers, width = times.shape
+    n = counts.detach().round().long()
+    current = tables.unit_cycles(n)
+    base = tables.soc.layer_costs(current)[metric]
+    steps = torch.arange(1, width, device=times.device)
+    slopes = torch.zeros(units, units, layers, dtype=times.dtype, device=times.device)
+    feasible = torch.zeros(units, units, layers, dtype=torch.bool, device=times.device)
+    for a in range(units):
+        given = (n[a].unsqueeze(1) - steps).clamp_min(0)  # [L, M]
+        for b in range(units):
+            if a == b:
+                continue
+            taken = (n[b].unsqueeze(1) + steps).clamp_max(width - 1)
+            moved = current.unsqueeze(2).repeat(1, 1, width - 1)  # [K, L, M]
+            moved[a] = times[a].gather(1, given)
+            moved[b] = times[b].gather(1, taken)
+            valid = (steps <= n[a].unsqueeze(1)) & torch.isfinite(moved[b])
+            change = tables.soc.layer_costs(moved)[metric] - base.unsqueeze(1)
+            significant = valid & (change.abs() > SIGNIFICANT * base.abs().unsqueeze(1))
+            last_valid = (valid.sum(dim=1) - 1).clamp_min(0)
+            first = torch.where(significant.any(dim=1), significant.to(torch.int8).argmax(dim=1), last_valid)
+            step_change = change.gather(1, first.unsqueeze(1)).squeeze(1)
+            feasible[a, b] = valid[:, 0]
+            slopes[a, b] = torch.where(feasible[a, b], step_change / (first + 1).to(times.dtype),
+                                       torch.zeros_like(step_change))
+    return slopes, feasible
+
+
+def unit_gradients(slopes: torch.Tensor, feasible: torch.Tensor) -> torch.Tensor:
+    """Per-unit derivatives ``[K, L]`` whose differences ``g_b - g_a`` fit the feasible pairs' slopes
+    in least squares (summing to 0 per layer; exact when the feasible pairs form a tree, e.g. two units:
+    ``(s_ab - s_ba) / 2`` when both moves are possible, the one possible move's slope otherwise)."""
+    units, _, layers = slopes.shape
+    weight = feasible.to(slopes.dtype)
+    # Normal equations of sum over feasible (a, b) of (g_b - g_a - s_ab)^2: a graph Laplacian system.
+    links = weight + weight.transpose(0, 1)  # [K, K, L]
+    laplacian = torch.diag_embed(links.sum(dim=1).t()) - links.permute(2, 0, 1)  # [L, K, K]
+    flow = weight * slopes
+    rhs = (flow.sum(dim=0) - flow.sum(dim=1)).t()  # [L, K]: into b minus out of a
+    solution = torch.linalg.pinv(laplacian) @ rhs.unsqueeze(2)
+    return solution.squeeze(2).t()
+
+
+class _DiscreteLayerCost(torch.autograd.Function):
+    """Hard per-layer cost forward; per-unit gradients from exact discrete differences backward."""
+
+    @staticmethod
+    def forward(ctx, counts: torch.Tensor, tables: CostTables, metric: str) -> torch.Tensor:  # type: ignore[override]
+        ctx.tables, ctx.metric = tables, metric
+        ctx.save_for_backward(counts)
+        return tables.soc.layer_costs(tables.unit_cycles(counts))[metric]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (counts,) = ctx.saved_tensors
+        gradients = unit_gradients(*pair_slopes(ctx.tables, counts, ctx.metric))
+        return (grad.unsqueeze(0) * gradients).to(counts.dtype), None, None
+
+
+def discrete_layer_cost(tables: CostTables, counts: torch.Tensor, metric: str) -> torch.Tensor:
+    """Hard cost ``[L]`` of integer ``counts[K, L]`` for ``metric`` ("latency" cycles or "energy"
+    microjoules), differentiable with the exact-difference gradient of :func:`unit_gradients`."""
+    return _DiscreteLayerCost.apply(counts, tables, metric)

@@ -1,0 +1,177 @@
+"""The search's cost gradient: exact discrete differences of the SoC's own formulas.
+
+The derivative of the loss's cost with respect to moving one channel from unit a to unit b
+(``g_b - g_a``) must have the sign of the exact difference of the hard cost for that move, checked
+by enumeration over every searched layer, pair of units and several mappings.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from odimo_moo.discrete_cost import CostTables, pair_slopes, unit_gradients
+from odimo_moo.layer_spec import LayerSpec, LayerTable, OpKind
+from odimo_moo.mapping_search import min_latency_split, split_costs
+from odimo_moo.models.builtin import TINY_WIDTH
+from odimo_moo.models.mobilenet import mobilenetv1_darkside
+from odimo_moo.models.resnet import resnet8, resnet20
+from odimo_moo.recipe import Recipe
+from odimo_moo.searchable import ODiMO
+from odimo_moo.soc import FormulaUnit, SoC
+from odimo_moo.training import assignment_optimizer
+
+SIGNIFICANT = 0.01  # the issue's threshold: moves changing the layer's cost by more than 1 %
+
+CASES = {
+    "diana/resnet8/8x8": ("diana", lambda: resnet8(10, 1, (8, 8)), (1, 8, 8)),
+    "diana/resnet8/16x16": ("diana", lambda: resnet8(10, 1, (16, 16)), (1, 16, 16)),
+    "diana/resnet20/32x32": ("diana", lambda: resnet20(10, 3, (32, 32)), (3, 32, 32)),
+    "darkside/mobilenetv1_darkside/32x32": ("darkside", lambda: mobilenetv1_darkside(10, 3, (32, 32)), (3, 32, 32)),
+    "darkside/mobilenetv1_darkside_tiny/32x32": (
+        "darkside", lambda: mobilenetv1_darkside(10, 3, (32, 32), width=TINY_WIDTH), (3, 32, 32)),
+}
+
+
+def _mappings(model: ODiMO, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Channel counts ``[K, L]``: all on each unit, balanced, and three random splits."""
+    units, layers = len(model.soc.units), len(model.split_names)
+    result = {}
+    for kind in ("first", "last", "balanced", "random0", "random1", "random2"):
+        counts = torch.zeros(units, layers, dtype=torch.float64)
+        for column, (_, layer) in enumerate(model.split_layers()):
+            own, total = layer.unit_indices.tolist(), layer.channels
+            if kind == "first":
+                counts[own[0], column] = total
+            elif kind == "last":
+                counts[own[-1], column] = total
+            elif kind == "balanced":
+                counts[own[0], column], counts[own[1], column] = total // 2, total - total // 2
+            else:
+                cut = int(torch.randint(0, total + 1, (1,), generator=generator))
+                counts[own[0], column], counts[own[1], column] = cut, total - cut
+        result[kind] = counts
+    return result
+
+
+def _enumerate_signs(model: ODiMO, counts: torch.Tensor, metric: str) -> tuple[int, int, list[str]]:
+    """(moves checked, local extrema skipped, failures) over every layer and ordered pair of its units."""
+    variable = counts.clone().requires_grad_(True)
+    cost = model.searched_cost_of(variable)[metric]
+    cost.sum().backward()
+    gradient = variable.grad
+    base = model.searched_cost_of(counts)[metric].detach()
+
+    def difference(source: int, target: int, column: int) -> float:
+        moved = counts.clone()
+        moved[source, column] -= 1
+        moved[target, column] += 1
+        return float(model.searched_cost_of(moved)[metric][column].detach() - base[column])
+
+    checked, extrema, failures = 0, 0, []
+    for column, (name, layer) in enumerate(model.split_layers()):
+        threshold = SIGNIFICANT * float(base[column])
+        for a in layer.unit_indices.tolist():
+            for b in layer.unit_indices.tolist():
+                if a == b or counts[a, column] < 1:
+                    continue
+                exact = difference(a, b, column)
+                if abs(exact) <= threshold:
+                    continue
+                if counts[b, column] >= 1:
+                    back = difference(b, a, column)
+                    if abs(back) > threshold and (back > 0) == (exact > 0):
+                        extrema += 1  # both moves raise (or both lower) the cost: no derivative can say both
+                        continue
+                checked += 1
+                slope = float(gradient[b, column] - gradient[a, column])
+                if (slope > 0) != (exact > 0):
+                    failures.append(f"{name} {model.soc.units[a].name}->{model.soc.units[b].name} at "
+                                    f"{counts[:, column].tolist()}: exact {exact:+.6g}, gradient {slope:+.6g}")
+    return checked, extrema, failures
+
+
+@pytest.mark.parametrize("metric", ["latency", "energy"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cost_gradient_has_the_sign_of_the_exact_one_channel_difference(socs, case, metric):
+    soc_name, build, shape = CASES[case]
+    model = ODiMO(build(), socs[soc_name], shape, quantize=False)
+    total_checked, total_extrema, failures = 0, 0, []
+    for counts in _mappings(model, torch.Generator().manual_seed(0)).values():
+        checked, extrema, failed = _enumerate_signs(model, counts, metric)
+        total_checked, total_extrema, failures = total_checked + checked, total_extrema + extrema, failures + failed
+    assert total_checked >= len(model.split_names), "too few significant moves to say anything"
+    assert not failures, "\n".join(failures)
+    assert total_extrema <= total_checked // 4
+
+
+def test_entering_an_empty_unit_is_charged_its_fixed_overhead(socs):
+    """DIANA, ResNet-8 conv1 (1 -> 16 channels, 3x3, 16x16 output): all digital
+    ceil(16/16)*1*ceil(16/16)*16*9 + 16*16*(16+1)/8 = 144 + 544 = 688 cycles. One channel on the analog
+    array: unroll u = 4 ((4+2)*64*3 = 1152 rows fit, u = 8 does not), weight load 8*1*3*3 = 72, plus
+    16*16/4 = 64 passes of 18.2 cycles = 1164.8, i.e. 1236.8, above the 15 digital channels' 656: the
+    layer rises by 548.8 (the old gradient said it saves 41)."""
+    model = ODiMO(resnet8(10, 1, (16, 16)), socs["diana"], (1, 16, 16), quantize=False)
+    assert model.split_names[0] == "conv1"
+    counts = torch.zeros(2, len(model.split_names), dtype=torch.float64)
+    for column, (_, layer) in enumerate(model.split_layers()):
+        counts[0, column] = layer.channels
+    variable = counts.clone().requires_grad_(True)
+    latency = model.searched_cost_of(variable)["latency"]
+    assert float(latency[0].detach()) == pytest.approx(688)
+    latency.sum().backward()
+    moved = counts.clone()
+    moved[0, 0], moved[1, 0] = 15, 1
+    after = float(model.searched_cost_of(moved)["latency"][0])
+    assert after == pytest.approx(72 + 16 * 16 / 4 * 70 * 0.26)  # 1236.8
+    # the only possible move's exact difference is the gradient: g_analog - g_digital
+    assert float(variable.grad[1, 0] - variable.grad[0, 0]) == pytest.approx(after - 688)
+
+
+def test_plateau_slope_looks_ahead_to_the_next_change():
+    """A unit on a ceil plateau: moving one channel off changes nothing, the slope is that of the
+    next step (where the cost changes)."""
+    wide = FormulaUnit("wide", lambda layers, n: torch.ceil(n / 8) * 80.0, lambda spec: True, 1.0)
+    slow = FormulaUnit("slow", lambda layers, n: n * 50.0, lambda spec: True, 1.0)
+    soc = SoC("toy", [wide, slow], 1e6)
+    table = LayerTable.from_specs([LayerSpec(OpKind.LINEAR, 4, 16, (1, 1), (1, 1), 1, (1, 1))])
+    tables = CostTables(soc, CostTables.compute_times(soc, table, [[0, 1]]))
+    counts = torch.tensor([[13.0], [3.0]], dtype=torch.float64)  # wide: ceil(13/8)*80 = 160, slow: 150
+    slopes, feasible = pair_slopes(tables, counts, "latency")
+    # wide -> slow: one move makes slow the bottleneck at 200: +40 at m = 1
+    assert bool(feasible[0, 1]) and float(slopes[0, 1, 0]) == pytest.approx(40.0)
+    # slow -> wide: wide stays at 160 until it needs a third pass at 17 channels (out of range): flat,
+    # the slope of the last feasible move (3 channels) is 0 change -> 0
+    assert float(slopes[1, 0, 0]) == pytest.approx(0.0)
+    gradient = unit_gradients(slopes, feasible)
+    assert float(gradient[1, 0] - gradient[0, 0]) == pytest.approx((40.0 - 0.0) / 2)
+    assert float(gradient.sum()) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_three_unit_gradients_fit_a_tree_of_moves_exactly():
+    slopes = torch.zeros(3, 3, 1, dtype=torch.float64)
+    feasible = torch.zeros(3, 3, 1, dtype=torch.bool)
+    # all channels on unit 0: only 0 -> 1 (+10) and 0 -> 2 (-100) are possible
+    slopes[0, 1, 0], slopes[0, 2, 0] = 10.0, -100.0
+    feasible[0, 1, 0] = feasible[0, 2, 0] = True
+    g = unit_gradients(slopes, feasible)[:, 0]
+    assert float(g[1] - g[0]) == pytest.approx(10.0)
+    assert float(g[2] - g[0]) == pytest.approx(-100.0)
+
+
+@pytest.mark.parametrize("parametrization", ["thermometric", "softmax"])
+@pytest.mark.parametrize("init", ["first", "balanced", "random"])
+def test_latency_only_descent_reaches_the_exact_integer_optimum(socs, parametrization, init):
+    """DIANA ResNet-8 at 8x8: Adam on the assignment, latency alone, ends at the exact optimum."""
+    soc = socs["diana"]
+    model = ODiMO(resnet8(10, 1, (8, 8)), soc, (1, 8, 8), parametrization=parametrization, init=init,
+                  quantize=False, metric="latency")
+    optimum = sum(float(split_costs(soc, layer.spec, layer.unit_indices.tolist(), torch.tensor(
+        [min_latency_split(soc, layer.spec, layer.unit_indices.tolist())])).latency_cycles[0])
+        for _, layer in model.split_layers())
+    optimizer = assignment_optimizer(model, Recipe())
+    for _ in range(150):
+        optimizer.zero_grad(set_to_none=True)
+        model.cost.backward()
+        optimizer.step()
+    assert model.cost_report()["searched_latency_cycles"] == pytest.approx(optimum, rel=1e-9)
