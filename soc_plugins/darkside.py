@@ -15,7 +15,6 @@ from odimo_moo.alternatives import AlternativeFactory, Depthwise, SameOp
 from odimo_moo.cost_primitives import gate, ste_ceil
 from odimo_moo.hookspecs import hookimpl
 from odimo_moo.layer_spec import LayerSpec, LayerTable, OpKind
-from odimo_moo.mapping_search import ManualMapping, SearchedLayer
 from odimo_moo.quantizers import IntFormat
 from odimo_moo.soc import FormulaUnit, SoC
 
@@ -67,16 +66,3 @@ def build_darkside() -> SoC:
 @hookimpl
 def odimo_register_socs() -> list[SoC]:
     return [build_darkside()]
-
-
-def standard_mobilenetv1(layers: list[SearchedLayer]) -> dict[str, dict[str, int]]:
-    """Standard MobileNetV1: every searched 3x3 layer depthwise on the DWE (its pointwise conv, not
-    searched, runs on the cluster)."""
-    return {layer.name: {"dwe": layer.spec.out_channels} for layer in layers}
-
-
-@hookimpl
-def odimo_register_heuristics() -> list[ManualMapping]:
-    return [ManualMapping("standard_mobilenetv1", "darkside", "depthwise on the DWE for every searched layer, "
-                          "pointwise on the cluster (the Darkside paper's manual MobileNetV1 mapping)",
-                          standard_mobilenetv1)]

@@ -6,11 +6,13 @@ ones live in :mod:`odimo_moo.models.builtin`.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from torch import nn
 
+from ..errors import UsageError
 from ..registry import Registered, pick
 
 
@@ -20,7 +22,8 @@ class ModelEntry:
 
     ``build(num_classes, in_channels, input_size)`` returns a fresh, torch.fx-traceable
     ``nn.Module`` mapping ``[B, in_channels, H, W]`` inputs (``input_size == (H, W)``) to
-    ``[B, num_classes]`` logits.
+    ``[B, num_classes]`` logits. Builders may take further keyword options (e.g. the MobileNetV1
+    builders' ``stem_stride``), passed through :func:`build_model`'s ``options``.
     """
 
     name: str
@@ -29,15 +32,32 @@ class ModelEntry:
 
 
 def build_model(registry_models: Mapping[str, Any], name: str, num_classes: int, in_channels: int,
-                input_size: tuple[int, int]) -> nn.Module:
+                input_size: tuple[int, int], options: Mapping[str, Any] | None = None) -> nn.Module:
     """Build model ``name`` from ``registry_models`` (``PluginRegistry.models()`` or name -> ModelEntry).
+
+    ``options`` are extra keyword arguments of the builder (e.g. ``{"stem_stride": 1}``); a builder
+    that does not take one raises :class:`~odimo_moo.errors.UsageError`.
 
     Raises :class:`~odimo_moo.errors.UsageError` listing the known names if ``name`` is unknown.
     """
     registered = {key: value if isinstance(value, Registered) else Registered(key, value, "", "")
                   for key, value in registry_models.items()}
     entry: ModelEntry = pick(registered, name, "model")
-    return entry.build(num_classes=num_classes, in_channels=in_channels, input_size=tuple(input_size))
+    options = dict(options or {})
+    reserved = sorted({"num_classes", "in_channels", "input_size"} & set(options))
+    if reserved:
+        raise UsageError(f"model option(s) {', '.join(reserved)} are set by the data set, not by options")
+    try:
+        signature = inspect.signature(entry.build)
+    except (TypeError, ValueError):  # builtins and some callables have no signature: let the call check
+        signature = None
+    if signature is not None and options:
+        try:
+            signature.bind(num_classes=num_classes, in_channels=in_channels, input_size=tuple(input_size),
+                           **options)
+        except TypeError as exc:
+            raise UsageError(f"model {name!r} does not take option(s) {', '.join(sorted(options))}: {exc}") from exc
+    return entry.build(num_classes=num_classes, in_channels=in_channels, input_size=tuple(input_size), **options)
 
 
 __all__ = ["ModelEntry", "build_model"]

@@ -6,7 +6,7 @@ from functools import partial
 
 from odimo_moo.hookspecs import hookimpl
 from odimo_moo.models import ModelEntry
-from odimo_moo.models.mobilenet import mobilenetv1, mobilenetv1_darkside
+from odimo_moo.models.mobilenet import mobilenetv1, mobilenetv1_darkside, mobilenetv1_darkside_pw
 from odimo_moo.models.resnet import resnet8, resnet18, resnet20
 
 TINY_WIDTH = 0.25
@@ -23,8 +23,17 @@ def odimo_register_models() -> list[ModelEntry]:
         ModelEntry("mobilenetv1_tiny", partial(mobilenetv1, width=TINY_WIDTH),
                    f"MobileNetV1, width {TINY_WIDTH}"),
         ModelEntry("mobilenetv1_darkside", mobilenetv1_darkside,
-                   "Darkside search space: MobileNetV1 with dense 3x3 convs in its 8 stride-1 "
-                   "Cin == Cout blocks, width 1.0"),
+                   "Darkside search space of the ODiMO paper: MobileNetV1 whose 8 stride-1 Cin == Cout "
+                   "depthwise-separable blocks are each one dense 3x3 conv (split cluster / DWE "
+                   "depthwise), no pointwise after it; stem stride 2 (paper's CIFAR-10 and ImageNet "
+                   "setups), width 1.0"),
         ModelEntry("mobilenetv1_darkside_tiny", partial(mobilenetv1_darkside, width=TINY_WIDTH),
                    f"Darkside search space (see mobilenetv1_darkside), width {TINY_WIDTH}"),
+        ModelEntry("mobilenetv1_darkside_stem1", partial(mobilenetv1_darkside, stem_stride=1),
+                   "Darkside search space (see mobilenetv1_darkside) with stem stride 1 (the paper's "
+                   "CIFAR-100 setup), width 1.0"),
+        ModelEntry("mobilenetv1_darkside_pw", mobilenetv1_darkside_pw,
+                   "Darkside variant keeping the pointwise convs: the 8 stride-1 Cin == Cout blocks use a "
+                   "dense 3x3 conv (split) followed by their fixed 1x1 pointwise conv; stem stride 1 "
+                   "below 64x64 inputs, width 1.0"),
     ]
