@@ -64,7 +64,7 @@ def test_loaders_shuffle_reproducibly() -> None:
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"name": "svhn"}, "digits, mnist, cifar10, cifar100, imagenet"),
+    ({"name": "svhn"}, "digits, mnist, cifar10, cifar100, imagenet, fashion_mnist, imagefolder"),
     ({"name": "digits", "val_fraction": 1.0}, "val_fraction"),
     ({"name": "digits", "limit": 0}, "limit"),
     ({"name": "cifar10", "image_size": 32}, "image_size"),
