@@ -12,6 +12,9 @@ from .errors import UsageError
 
 OPTIMIZERS = ("adam", "sgd")
 
+#: Learning-rate schedules of the weights' optimizer, applied per phase (see ``training.lr_factor``).
+LR_SCHEDULES = ("cosine", "constant")
+
 #: The default lambda grid of ``odimo compare`` and the studies. lambda weighs the dimensionless cost
 #: (the network's cost over its cost with every layer on the SoC's default unit), so one grid spans
 #: the front on every SoC.
@@ -25,6 +28,9 @@ class Recipe:
     ``cost_weight`` is lambda. During search it ramps linearly from lambda/100 to lambda over the
     first ``lambda_ramp`` fraction of the epochs (0 disables the ramp). The softmax temperature
     starts at ``temperature`` and is multiplied by ``exp(-temperature_decay)`` every search epoch.
+    ``lr_schedule`` is the weights' learning rate over each phase: ``cosine`` (from ``lr`` towards 0
+    over the phase's epochs, restarting at every phase) or ``constant``; the assignment's ``nas_lr``
+    stays constant.
     """
 
     warmup_epochs: int = 3
@@ -35,6 +41,7 @@ class Recipe:
     nas_lr: float = 1e-2
     weight_decay: float = 1e-4
     optimizer: str = "adam"
+    lr_schedule: str = "cosine"
     cost_weight: float = 0.0
     lambda_ramp: float = 0.5
     parametrization: str = "thermometric"
@@ -65,6 +72,8 @@ class Recipe:
             raise UsageError(f"recipe: lambda_ramp must be in [0, 1], got {self.lambda_ramp}")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"recipe: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UsageError(f"recipe: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.parametrization not in PARAMETRIZATIONS:
             raise UsageError(f"recipe: parametrization must be one of {', '.join(PARAMETRIZATIONS)}, "
                              f"got {self.parametrization!r}")
@@ -105,6 +114,7 @@ class Recipe:
         """Everything of the recipe the lambda-independent warmup depends on."""
         return {"warmup_epochs": self.warmup_epochs, "batch_size": self.batch_size, "lr": self.lr,
                 "weight_decay": self.weight_decay, "optimizer": self.optimizer,
+                "lr_schedule": self.lr_schedule,
                 "parametrization": self.parametrization, "quantize": self.quantize,
                 "init": self.init}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import atomic_torch_save, load_checkpoint
 from .errors import RunFailure, UsageError
-from .recipe import Recipe
+from .recipe import LR_SCHEDULES, Recipe
 from .searchable import ODiMO
 
 
@@ -64,6 +65,19 @@ def assignment_optimizer(model: ODiMO, recipe: Recipe) -> torch.optim.Optimizer:
     return make_optimizer("adam", model.nas_parameters(), recipe.nas_lr, 0.0)
 
 
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """Learning-rate multiplier of epoch ``epoch`` (0-based) of a phase of ``epochs`` epochs.
+
+    ``cosine``: ``(1 + cos(pi * epoch / epochs)) / 2``, from 1 at the first epoch down towards 0 (3
+    epochs: 1, 0.75, 0.25); ``constant``: 1.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise UsageError(f"unknown lr_schedule {schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    if schedule == "constant" or epochs <= 0:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
 def run_epoch(model: nn.Module, loader: DataLoader, device: torch.device,
               optimizers: Sequence[torch.optim.Optimizer] = (), cost_weight: float = 0.0) -> dict[str, float]:
     """One pass over ``loader``; trains when ``optimizers`` are given. Returns mean loss and accuracy."""
@@ -106,18 +120,32 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> dict
 
 @dataclass
 class PhaseSpec:
-    """What one phase trains and how."""
+    """What one phase trains and how.
+
+    ``lr_schedule`` (see :func:`lr_factor`) drives the learning rate of the first optimizer (the
+    weights'); the others keep theirs. With ``keep_best`` the phase ends on the weights of its epoch
+    with the highest validation accuracy (the latest of equals), not on those of its last epoch.
+    """
 
     name: str
     epochs: int
     optimizers: Callable[[], list[torch.optim.Optimizer]]
     cost_weight_at: Callable[[int], float] = lambda epoch: 0.0
     on_epoch_start: Callable[[int], None] = lambda epoch: None
+    lr_schedule: str = "constant"
+    keep_best: bool = False
 
 
 @dataclass
 class PhaseRunner:
-    """Runs phases with one atomic checkpoint per phase, resuming a phase that was cut short."""
+    """Runs phases with one atomic checkpoint per phase, resuming a phase that was cut short.
+
+    A checkpoint holds the model, the optimizers, the learning-rate scheduler, the random states, the
+    history and (``keep_best`` phases) the best epoch's weights, so a resumed phase continues as if
+    never stopped. Every history row records the epoch's learning rate and its wall and CPU seconds
+    (``wall_s``, ``cpu_s``: training and validation), so the compute of a killed and resumed run
+    counts each epoch once.
+    """
 
     model: nn.Module
     train_loader: DataLoader
@@ -129,6 +157,8 @@ class PhaseRunner:
     history: list[dict[str, Any]] = field(default_factory=list)
     # What a checkpoint must have been written with to be resumed (None: anything).
     fingerprint: str | None = None
+    #: Per ``keep_best`` phase, the epoch (1-based) whose weights the phase ended on.
+    selected_epochs: dict[str, int] = field(default_factory=dict)
 
     def _shuffler(self) -> torch.Generator | None:
         """The generator that shuffles the training data (saved with each checkpoint)."""
@@ -140,6 +170,12 @@ class PhaseRunner:
     def run(self, spec: PhaseSpec) -> list[dict[str, Any]]:
         """Train ``spec.epochs`` epochs (or what is left of them after a resume)."""
         optimizers = spec.optimizers()
+        scheduler = None
+        if optimizers:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizers[0], lambda epoch: lr_factor(spec.lr_schedule, epoch, spec.epochs))
+        schedule = {"name": spec.lr_schedule, "epochs": spec.epochs}
+        best: dict[str, Any] | None = None
         start = 0
         path = self._path(spec.name)
         if path.exists():
@@ -149,15 +185,22 @@ class PhaseRunner:
                 raise UsageError(f"{path} is a checkpoint of a run with other settings (model, data, seed, "
                                  f"lambda or training parameters); re-running resumes only the same command: "
                                  f"choose another output folder, or delete {path.parent} to start over")
+            stored_schedule = state.get("lr_schedule")
+            if spec.lr_schedule != "constant" and stored_schedule not in (None, schedule):
+                raise UsageError(f"{path} was trained with the learning-rate schedule {stored_schedule}, this run "
+                                 f"asks for {schedule}; keep the phase's epochs, or delete {path} to restart it")
             try:
                 self.model.load_state_dict(state["model"])
                 for optimizer, optimizer_state in zip(optimizers, state["optimizers"]):
                     optimizer.load_state_dict(optimizer_state)
+                if scheduler is not None and state.get("scheduler") is not None:
+                    scheduler.load_state_dict(state["scheduler"])
                 torch.set_rng_state(state["rng"])
                 if state.get("loader_rng") is not None and self._shuffler() is not None:
                     self._shuffler().set_state(state["loader_rng"])  # the next epoch's order, as if never stopped
                 start = int(state["epoch"])
                 self.history = list(state["history"])
+                best = state.get("best")
             except (KeyError, RuntimeError, ValueError, TypeError) as exc:  # e.g. another version's layout
                 reason = " ".join(str(exc).split())[:300]
                 raise RunFailure(f"checkpoint {path} does not fit this run ({type(exc).__name__}: {reason}); "
@@ -165,27 +208,41 @@ class PhaseRunner:
         bar = tqdm(range(start, spec.epochs), desc=spec.name, initial=start, total=spec.epochs, leave=False,
                    disable=not self.progress, file=sys.stderr)
         for epoch in bar:
+            wall, cpu = time.perf_counter(), time.process_time()
             spec.on_epoch_start(epoch)
             cost_weight = spec.cost_weight_at(epoch)
+            lr = optimizers[0].param_groups[0]["lr"] if optimizers else 0.0
             try:
                 train = run_epoch(self.model, self.train_loader, self.device, optimizers, cost_weight)
             except Diverged as exc:
                 kept = f"; {path} keeps epoch {epoch}" if epoch else ""
                 raise Diverged(f"{spec.name} epoch {epoch + 1}: {exc}{kept}; try a lower lr or lambda") from exc
             val = evaluate(self.model, self.val_loader, self.device)
-            metrics: dict[str, Any] = {"phase": spec.name, "epoch": epoch + 1, "lambda": cost_weight,
+            metrics: dict[str, Any] = {"phase": spec.name, "epoch": epoch + 1, "lambda": cost_weight, "lr": lr,
                                        "train_loss": train["loss"], "train_accuracy": train["accuracy"],
                                        "val_loss": val["loss"], "val_accuracy": val["accuracy"]}
             if isinstance(self.model, ODiMO):
                 report = self.model.cost_report()
                 metrics["latency_cycles"] = report["latency_cycles"]
                 metrics["energy_uj"] = report["energy_uj"]
+            if scheduler is not None:
+                scheduler.step()
+            metrics["wall_s"] = time.perf_counter() - wall
+            metrics["cpu_s"] = time.process_time() - cpu
             self.history.append(metrics)
+            if spec.keep_best and (best is None or val["accuracy"] >= best["val_accuracy"]):
+                best = {"epoch": epoch + 1, "val_accuracy": val["accuracy"],
+                        "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
             bar.set_postfix(val_acc=f"{val['accuracy']:.3f}")
             atomic_torch_save(path, {"model": self.model.state_dict(),
                                      "optimizers": [o.state_dict() for o in optimizers],
+                                     "scheduler": None if scheduler is None else scheduler.state_dict(),
+                                     "lr_schedule": schedule, "best": best,
                                      "rng": torch.get_rng_state(), "epoch": epoch + 1,
                                      "loader_rng": None if self._shuffler() is None else self._shuffler().get_state(),
                                      "history": self.history, "fingerprint": self.fingerprint})
             self.on_epoch_end(spec.name, epoch + 1, metrics)
+        if spec.keep_best and best is not None:
+            self.model.load_state_dict(best["model"])
+            self.selected_epochs[spec.name] = int(best["epoch"])
         return self.history
