@@ -3,78 +3,163 @@
 A candidate mapping (a genome, see :mod:`odimo_moo.mapping_search`) is scored without training: it
 is forced onto the supernet after the shared lambda-free warmup, whose random-split training makes
 it a one-shot accuracy proxy for any mapping (DESIGN 2.3), and scored by its validation accuracy and
-the network cost of the setup's metric. :class:`OneShotSearch` does this under a budget (candidates
-and wall time) and keeps every scored mapping; :func:`finetune_front` fine-tunes points spread along
-the archive's Pareto front with the same recipe as every other strategy.
+the network cost of the setup's metric. BatchNorm's running statistics were averaged over random
+splits during the warmup, so they do not fit any one mapping: before scoring, they are re-estimated
+under the forced mapping on a few fixed training batches (:func:`recalibrate_batchnorm`) and put
+back afterwards, so every mapping is scored from the same supernet.
+
+:class:`OneShotSearch` scores under a budget (candidates and wall time) and keeps every scored
+mapping; :func:`finetune_front` trains points spread along the archive's Pareto front with the same
+recipe and epochs as every other strategy's points.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from .checkpoint import atomic_write_json
 from .errors import UsageError
 from .mapping_search import GenomeLayout, genome_to_counts
-from .pareto import pareto_mask
+from .pareto import ReferencePoint, hypervolume, pareto_mask
 from .recipe import Recipe
 from .searchable import ODiMO
 from .strategy import COST_FIELDS, Outcome
 from .workbench import Workbench
 
-#: Recipe fields only the gradient search reads; strategies that never search with lambda leave them out.
-LAMBDA_SEARCH_FIELDS = ("search_epochs", "nas_lr", "cost_weight", "lambda_ramp", "temperature", "temperature_decay",
-                        "gumbel")
+#: Recipe fields only the gradient search reads; strategies that train fixed mappings leave them out.
+#: (``search_epochs`` is not one of them: a fixed mapping trains ``search_epochs + finetune_epochs``.)
+LAMBDA_SEARCH_FIELDS = ("nas_lr", "cost_weight", "lambda_ramp", "temperature", "temperature_decay", "gumbel")
 
 
-def finetune_recipe_defaults() -> dict[str, Any]:
-    """The recipe fields of a strategy that fine-tunes fixed mappings from the shared warmup."""
+def fixed_mapping_recipe_defaults() -> dict[str, Any]:
+    """The recipe fields of a strategy that trains fixed mappings from the shared warmup."""
     return {k: v for k, v in Recipe().as_dict().items() if k not in LAMBDA_SEARCH_FIELDS}
 
 
 #: Search settings shared by the one-shot strategies (everything else of their params is the recipe).
-SEARCH_DEFAULTS: dict[str, Any] = {"evaluations": 200, "max_seconds": 0.0, "finetune_top": 3}
+SEARCH_DEFAULTS: dict[str, Any] = {"evaluations": 200, "max_seconds": 0.0, "finetune_top": 3,
+                                   "recalibration_batches": 8}
 
 
 @dataclass(frozen=True)
 class SearchBudget:
-    """How much one-shot search a strategy may do: candidates scored and wall time (0: no time limit),
-    and how many front points it fine-tunes afterwards."""
+    """How much one-shot search a strategy may do: candidates scored (0: no limit) and wall time (0:
+    no limit; at least one of the two is set), how many archive points it trains afterwards, and how
+    many training batches BatchNorm is recalibrated on before each score (0: none)."""
 
     evaluations: int
     max_seconds: float
     finetune_top: int
+    recalibration_batches: int = SEARCH_DEFAULTS["recalibration_batches"]
 
     @classmethod
     def pop_from(cls, values: dict[str, Any]) -> "SearchBudget":
         """Take the search settings out of a strategy's params (the rest is the training recipe)."""
         try:
             budget = cls(int(values.pop("evaluations")), float(values.pop("max_seconds")),
-                         int(values.pop("finetune_top")))
+                         int(values.pop("finetune_top")),
+                         int(values.pop("recalibration_batches", SEARCH_DEFAULTS["recalibration_batches"])))
         except (TypeError, ValueError) as exc:
             raise UsageError(f"search settings must be numbers: {exc}") from exc
-        if budget.evaluations < 1:
-            raise UsageError(f"evaluations must be >= 1, got {budget.evaluations}")
+        if budget.evaluations < 0:
+            raise UsageError(f"evaluations must be >= 0 (0: no limit, with max_seconds), got {budget.evaluations}")
         if budget.max_seconds < 0 or not math.isfinite(budget.max_seconds):
             raise UsageError(f"max_seconds must be >= 0 (0: no limit), got {budget.max_seconds}")
+        if budget.evaluations == 0 and budget.max_seconds == 0:
+            raise UsageError("evaluations=0 (no limit) needs a time budget: set max_seconds > 0")
         if budget.finetune_top < 1:
             raise UsageError(f"finetune_top must be >= 1, got {budget.finetune_top}")
+        if budget.recalibration_batches < 0:
+            raise UsageError(f"recalibration_batches must be >= 0 (0: no recalibration), "
+                             f"got {budget.recalibration_batches}")
         return budget
 
 
+# ----------------------------------------------------------------------------- BatchNorm
+def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@contextlib.contextmanager
+def preserved_batchnorm(model: nn.Module) -> Iterator[None]:
+    """Put every BatchNorm's running statistics, counter and momentum back as they were on exit."""
+    saved = [(m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
+             for m in _batchnorms(model)]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, mean, var, count, momentum in saved:
+                module.running_mean.copy_(mean)
+                module.running_var.copy_(var)
+                module.num_batches_tracked.copy_(count)
+                module.momentum = momentum
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Sequence[torch.Tensor], device: torch.device) -> int:
+    """Re-estimate every BatchNorm's running statistics on ``batches`` under the model's current
+    (forced) mapping: statistics reset, then the cumulative average (momentum ``None``) over the
+    batches, with only the BatchNorm layers in training mode. Leaves the model in eval mode and
+    changes nothing else; returns the number of images forwarded. Wrap it in
+    :func:`preserved_batchnorm` to get the previous statistics back."""
+    layers = _batchnorms(model)
+    if not layers or not batches:
+        return 0
+    model.eval()
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None
+        layer.train()
+    images = 0
+    for inputs in batches:
+        model(inputs.to(device))
+        images += int(inputs.shape[0])
+    model.eval()
+    return images
+
+
+# ----------------------------------------------------------------------------- search
 @dataclass(frozen=True)
 class Scored:
-    """One mapping scored on the one-shot supernet."""
+    """One mapping scored on the one-shot supernet: ``evaluation`` is how many candidates the search
+    had proposed when it was scored, ``seconds`` the search's wall time then."""
 
     genome: tuple[int, ...]
     val_accuracy: float
     cost: float
+    evaluation: int = 0
+    seconds: float = field(default=0.0, compare=False)
+
+
+def hypervolume_trace(points: Sequence[Scored], reference: ReferencePoint) -> list[list[float]]:
+    """The archive's hypervolume as the search went: ``[evaluation, seconds, hypervolume]`` at every
+    point that enlarged it, and at the last point (``points`` in the order they were scored)."""
+    trace: list[list[float]] = []
+    front: list[Scored] = []
+    volume = 0.0
+    for point in points:
+        dominated = any(p.val_accuracy >= point.val_accuracy and p.cost <= point.cost for p in front)
+        if not dominated:
+            front = [p for p in front if not (point.val_accuracy >= p.val_accuracy and point.cost <= p.cost)]
+            front.append(point)
+            enlarged = hypervolume([p.val_accuracy for p in front], [p.cost for p in front], reference)
+            if enlarged > volume or not trace:
+                volume = enlarged
+                trace.append([point.evaluation, point.seconds, volume])
+    if points and (not trace or trace[-1][0] != points[-1].evaluation):
+        trace.append([points[-1].evaluation, points[-1].seconds, volume])
+    return trace
 
 
 @dataclass
@@ -83,30 +168,50 @@ class OneShotSearch:
 
     ``proposed`` counts every candidate a search asked to score (the budget); a genome seen before is
     answered from the archive without another forward pass, so ``len(archive)`` counts the distinct
-    mappings actually evaluated.
+    mappings actually evaluated and ``images`` the images they forwarded (BatchNorm recalibration on
+    ``budget.recalibration_batches`` batches of ``batch_size`` training images, then the validation
+    split).
     """
 
     bench: Workbench
     model: ODiMO
     budget: SearchBudget
+    batch_size: int = 64
     started: float = field(default_factory=time.time)
+    cpu_started: float = field(default_factory=time.process_time)
     proposed: int = 0
+    images: int = 0
     archive: list[Scored] = field(default_factory=list)
     _seen: dict[tuple[int, ...], Scored] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.layout = GenomeLayout.from_model(self.model)
         self.cost_field = COST_FIELDS[self.model.metric]
+        self.calibration = self.bench.calibration_batches(self.budget.recalibration_batches, self.batch_size)
 
     @property
     def elapsed(self) -> float:
         return time.time() - self.started
 
     @property
+    def cpu_elapsed(self) -> float:
+        return time.process_time() - self.cpu_started
+
+    @property
     def exhausted(self) -> bool:
         """Whether the candidate budget is spent, or the time budget (after at least one candidate)."""
         out_of_time = self.budget.max_seconds > 0 and self.elapsed >= self.budget.max_seconds and self.proposed > 0
-        return self.proposed >= self.budget.evaluations or out_of_time
+        return (self.budget.evaluations > 0 and self.proposed >= self.budget.evaluations) or out_of_time
+
+    def evaluate(self, counts: Mapping[str, Sequence[int]]) -> float:
+        """Validation accuracy of the supernet with ``counts`` forced and BatchNorm recalibrated under
+        them; the supernet's BatchNorm statistics are as before afterwards."""
+        self.model.force_counts(counts)
+        with preserved_batchnorm(self.model):
+            self.images += recalibrate_batchnorm(self.model, self.calibration, self.bench.device)
+            accuracy = self.bench.evaluate(self.model, "val")
+        self.images += len(self.bench.data.val)
+        return accuracy
 
     def score(self, genomes: torch.Tensor | np.ndarray) -> list[Scored]:
         """Score valid genomes ``[N, layout.size]`` in order until the budget runs out; returns the
@@ -118,9 +223,9 @@ class OneShotSearch:
             self.proposed += 1
             key = tuple(int(g) for g in row)
             if key not in self._seen:
-                self.model.force_counts(genome_to_counts(self.model, row))
-                accuracy = self.bench.evaluate(self.model, "val")
-                self._seen[key] = Scored(key, accuracy, float(self.model.cost_report()[self.cost_field]))
+                accuracy = self.evaluate(genome_to_counts(self.model, row))
+                self._seen[key] = Scored(key, accuracy, float(self.model.cost_report()[self.cost_field]),
+                                         self.proposed, self.elapsed)
                 self.archive.append(self._seen[key])
             results.append(self._seen[key])
         return results
@@ -131,13 +236,21 @@ class OneShotSearch:
         return sorted((s for s, keep in zip(self.archive, mask) if keep), key=lambda s: s.cost)
 
     def summary(self) -> dict[str, Any]:
-        """What ``search.json`` records: budget, counts, time and every scored mapping."""
+        """What ``search.json`` records: budget, counts, time, every scored mapping (with the candidate
+        count and seconds when it was scored) and the archive's hypervolume against evaluations
+        (reference point: accuracy 0 and 1.1 x the largest cost scored)."""
         front = {s.genome for s in self.front()}
+        reference = ReferencePoint(0.0, 1.1 * max((s.cost for s in self.archive), default=0.0))
         return {"metric": self.model.metric, "budget": vars(self.budget), "proposed": self.proposed,
-                "evaluated": len(self.archive), "wall_time_s": self.elapsed,
-                "layers": list(self.layout.names), "units": list(self.layout.unit_names),
+                "evaluated": len(self.archive), "images": self.images, "wall_time_s": self.elapsed,
+                "cpu_time_s": self.cpu_elapsed, "layers": list(self.layout.names),
+                "units": list(self.layout.unit_names),
+                "hypervolume_trace": {"reference": {"accuracy": reference.accuracy, self.cost_field: reference.cost},
+                                      "columns": ["evaluations", "seconds", "hypervolume"],
+                                      "trace": hypervolume_trace(self.archive, reference)},
                 "points": [{"counts": genome_to_counts(self.model, s.genome), "val_accuracy": s.val_accuracy,
-                            self.cost_field: s.cost, "front": s.genome in front} for s in self.archive]}
+                            self.cost_field: s.cost, "evaluation": s.evaluation, "seconds": s.seconds,
+                            "front": s.genome in front} for s in self.archive]}
 
 
 def spread_along_front(points: Sequence[Scored], count: int) -> list[Scored]:
@@ -158,31 +271,46 @@ def spread_along_front(points: Sequence[Scored], count: int) -> list[Scored]:
     return sorted((points[i] for i in chosen), key=lambda s: s.cost)
 
 
+def choose_points(archive: Sequence[Scored], count: int) -> list[Scored]:
+    """``count`` scored mappings to train (all of them if fewer): spread along the archive's Pareto
+    front (:func:`spread_along_front`), then, while the front has fewer, along the front of the rest
+    (the next non-dominated rank), and so on. Returned by increasing cost."""
+    chosen: list[Scored] = []
+    rest = list(archive)
+    while rest and len(chosen) < count:
+        mask = pareto_mask([s.val_accuracy for s in rest], [s.cost for s in rest])
+        front = [s for s, keep in zip(rest, mask) if keep]
+        chosen += spread_along_front(front, count - len(chosen))
+        rest = [s for s, keep in zip(rest, mask) if not keep]
+    return sorted(chosen, key=lambda s: s.cost)
+
+
 def finetune_front(bench: Workbench, recipe: Recipe, search: OneShotSearch, workdir: Path, strategy: str,
                    params: Mapping[str, Any]) -> list[Outcome]:
-    """Write ``search.json`` and fine-tune up to ``finetune_top`` front points, each from a fresh copy
-    of the warmed-up supernet with the same recipe as every strategy.
+    """Write ``search.json`` and train ``finetune_top`` points of the archive (:func:`choose_points`:
+    spread along its front, then the next fronts if the front has fewer), each from a fresh copy of
+    the warmed-up supernet, for ``search_epochs + finetune_epochs`` epochs with the same recipe as
+    every strategy (:meth:`~odimo_moo.workbench.Workbench.train_mapping_and_report`).
 
-    Each outcome's ``wall_time_s`` is its own fine-tune plus an equal share of the search, so the
-    outcomes of one run add up to the run's wall time; ``trainings`` is 1 (one fine-tune), and the
-    budget and the one-shot work are in ``params`` (``evaluations``, ``max_seconds``, ``finetune_top``,
-    ``one_shot_proposed``, ``one_shot_evaluated``, ``search_wall_s``).
+    Each outcome carries an equal share of the search (mappings scored, images, wall and CPU
+    seconds), so the outcomes of one run add up to the run's totals; the budget and the whole
+    search's counts are in ``params`` (``evaluations``, ``max_seconds``, ``finetune_top``,
+    ``recalibration_batches``, ``one_shot_proposed``, ``one_shot_evaluated``, ``search_wall_s``).
     """
-    chosen = spread_along_front(search.front(), search.budget.finetune_top)
-    search_time = search.elapsed
-    atomic_write_json(workdir / "search.json", {**search.summary(), "finetuned": [
-        genome_to_counts(search.model, s.genome) for s in chosen]})
-    share = search_time / len(chosen)
+    chosen = choose_points(search.archive, search.budget.finetune_top)
+    atomic_write_json(workdir / "search.json", {
+        **search.summary(), "strategy": strategy, "seed": bench.setup.seed,
+        "finetuned": [genome_to_counts(search.model, s.genome) for s in chosen]})
+    share = {"evaluations": len(search.archive) / len(chosen), "images": search.images / len(chosen),
+             "wall_s": search.elapsed / len(chosen), "cpu_s": search.cpu_elapsed / len(chosen)}
     record = {**params, **vars(search.budget), "one_shot_proposed": search.proposed,
-              "one_shot_evaluated": len(search.archive), "search_wall_s": search_time}
+              "one_shot_evaluated": len(search.archive), "search_wall_s": search.elapsed}
     outcomes = []
     for index, point in enumerate(chosen):
-        started = time.time() - share
         model, history = bench.warm_supernet(recipe)
         model.force_counts(genome_to_counts(model, point.genome))
-        label = f"front {index + 1}/{len(chosen)} (one-shot val acc {point.val_accuracy:.3f})"
-        outcomes.append(bench.finetune_and_report(
+        label = f"point {index + 1}/{len(chosen)} (one-shot val acc {point.val_accuracy:.3f})"
+        outcomes.append(bench.train_mapping_and_report(
             model, recipe, workdir / f"point-{index:02d}", strategy,
-            {**record, "one_shot_val_accuracy": point.val_accuracy}, history, label=label, started=started,
-            trainings=1))
+            {**record, "one_shot_val_accuracy": point.val_accuracy}, history, label=label, oneshot=share))
     return outcomes

@@ -16,7 +16,18 @@ COST_FIELDS = {"latency": "latency_cycles", "energy": "energy_uj"}
 
 @dataclass
 class Outcome:
-    """One mapped, trained network: a point for the accuracy-vs-cost front."""
+    """One mapped, trained network: a point for the accuracy-vs-cost front.
+
+    Its compute is what the point cost after the shared lambda-free warmup (reported apart, once per
+    setup): ``train_epochs`` epochs of training, its share of the one-shot mapping search
+    (``oneshot_evaluations`` mappings scored and ``oneshot_images`` images forwarded, BatchNorm
+    recalibration included), and ``wall_time_s`` / ``cpu_time_s`` (``time.process_time``) seconds of
+    those epochs and that search. The search's share is an equal split among the points it
+    fine-tuned, so a method's outcomes add up to its total. ``selected_epoch`` is the fine-tune epoch
+    whose weights (the best validation accuracy) were tested (0: none, no fine-tune epoch);
+    ``seed`` is the setup's seed (``None`` in files written before seeds were recorded).
+    Every field after ``channel_split`` has a default, so result files of older versions still load.
+    """
 
     strategy: str
     accuracy: float
@@ -29,6 +40,13 @@ class Outcome:
     wall_time_s: float = 0.0
     trainings: int = 1
     label: str = ""
+    train_epochs: int = 0
+    oneshot_evaluations: float = 0.0
+    oneshot_images: float = 0.0
+    cpu_time_s: float = 0.0
+    phase_wall_s: dict[str, float] = field(default_factory=dict)
+    selected_epoch: int = 0
+    seed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

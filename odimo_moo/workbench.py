@@ -8,7 +8,6 @@ import dataclasses
 import fcntl
 import hashlib
 import json
-import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -17,10 +16,10 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-from .checkpoint import atomic_torch_save, atomic_write_json, check_writable
+from .checkpoint import atomic_write_json, check_writable
 from .data import DataBundle, load_dataset, make_loaders
 from .devices import DEVICES, resolve_device
-from .errors import RunFailure, UsageError
+from .errors import UsageError
 from .models import build_model
 from .recipe import Recipe
 from .registry import PluginRegistry, pick
@@ -88,6 +87,7 @@ class Workbench:
     on_epoch_end: Callable[[str, int, dict[str, Any]], None] | None = None
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "odimo-moo" / "warmup")
     _loaders: dict[int, tuple] = field(default_factory=dict, repr=False)
+    _calibration: dict[tuple[int, int], list[torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.registry is None:
@@ -108,6 +108,17 @@ class Workbench:
         if batch_size not in self._loaders:
             self._loaders[batch_size] = make_loaders(self.data, batch_size, seed=self.setup.seed)
         return self._loaders[batch_size]
+
+    def calibration_batches(self, count: int, batch_size: int) -> list[torch.Tensor]:
+        """``count`` fixed batches of ``batch_size`` training inputs (fewer if the training split is
+        smaller), drawn with the setup's seed, apart from the training loader's shuffling, and cached:
+        one-shot scoring recalibrates BatchNorm on the same images for every mapping."""
+        key = (count, batch_size)
+        if key not in self._calibration:
+            order = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(self.setup.seed))
+            inputs = [self.data.train[i][0] for i in order[:count * batch_size].tolist()]
+            self._calibration[key] = [torch.stack(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]
+        return self._calibration[key]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -155,7 +166,8 @@ class Workbench:
             model.set_mode(MaskMode.SAMPLE)
             runner = self.runner(model, recipe, self.cache_dir / f"warmup-{key}", fingerprint=key)
             history = runner.run(PhaseSpec("warmup", recipe.warmup_epochs,
-                                           lambda: [weights_optimizer(model, recipe)]))
+                                           lambda: [weights_optimizer(model, recipe)],
+                                           lr_schedule=recipe.lr_schedule))
         model.set_mode(MaskMode.SEARCH)
         return model, history
 
@@ -164,14 +176,35 @@ class Workbench:
         loader = {"train": train, "val": val, "test": test}[split]
         return evaluate(model, loader, self.device)["accuracy"]
 
+    def train_mapping_and_report(self, model: ODiMO, recipe: Recipe, workdir: Path, strategy: str,
+                                 params: Mapping[str, Any], history: list[dict[str, Any]] | None = None,
+                                 label: str = "", oneshot: Mapping[str, float] | None = None) -> Outcome:
+        """Train a fixed mapping on equal footing with the gradient search, then report it.
+
+        ``model`` (the warmed-up supernet with its mapping forced) trains ``search_epochs`` epochs of
+        weights only under its frozen mapping (phase ``train``, where the gradient search searches),
+        then :meth:`finetune_and_report` trains ``finetune_epochs`` more: after the shared warmup every
+        method's point gets the same epochs, recipe, learning-rate schedule and data.
+        """
+        check_writable(workdir)
+        model.freeze_mapping()
+        runner = self.runner(model, recipe, workdir / "checkpoints",
+                             fingerprint=self.run_key(recipe, mapping=model.mapping()))
+        runner.history = list(history or [])
+        runner.run(PhaseSpec("train", recipe.search_epochs, lambda: [weights_optimizer(model, recipe)],
+                             lr_schedule=recipe.lr_schedule))
+        return self.finetune_and_report(model, recipe, workdir, strategy, params, runner.history, label, oneshot)
+
     def finetune_and_report(self, model: ODiMO, recipe: Recipe, workdir: Path, strategy: str,
                             params: Mapping[str, Any], history: list[dict[str, Any]] | None = None,
-                            label: str = "", started: float | None = None, trainings: int = 1) -> Outcome:
-        """Fine-tune ``model`` under its frozen mapping, evaluate, export, and write artifacts.
+                            label: str = "", oneshot: Mapping[str, float] | None = None) -> Outcome:
+        """Fine-tune ``model`` under its frozen mapping, keep the epoch with the best validation
+        accuracy, evaluate it on the test split, export, and write artifacts.
 
-        The same recipe for every strategy, so their points compare on equal terms.
+        The same recipe for every strategy, so their points compare on equal terms. ``history`` holds
+        the rows of the phases before (warmup included); ``oneshot`` is this point's share of a
+        one-shot search (``evaluations``, ``images``, ``wall_s``, ``cpu_s``), if any.
         """
-        started = time.time() if started is None else started
         check_writable(workdir)
         model.freeze_mapping()
         if recipe.finetune_from_scratch:
@@ -182,12 +215,19 @@ class Workbench:
         runner = self.runner(model, recipe, workdir / "checkpoints",
                              fingerprint=self.run_key(recipe, mapping=model.mapping()))
         runner.history = list(history or [])
-        runner.run(PhaseSpec("finetune", recipe.finetune_epochs, lambda: [weights_optimizer(model, recipe)]))
-        return self.report(model, workdir, strategy, params, runner.history, label, started, trainings)
+        runner.run(PhaseSpec("finetune", recipe.finetune_epochs, lambda: [weights_optimizer(model, recipe)],
+                             lr_schedule=recipe.lr_schedule, keep_best=True))
+        return self.report(model, workdir, strategy, params, runner.history, label, oneshot,
+                           runner.selected_epochs.get("finetune", 0))
 
     def report(self, model: ODiMO, workdir: Path, strategy: str, params: Mapping[str, Any],
-               history: list[dict[str, Any]], label: str, started: float, trainings: int) -> Outcome:
-        """Evaluate a frozen-mapping model, export it, and write result, mapping, metrics and model files."""
+               history: list[dict[str, Any]], label: str, oneshot: Mapping[str, float] | None = None,
+               selected_epoch: int = 0) -> Outcome:
+        """Evaluate a frozen-mapping model, export it, and write result, mapping, metrics and model files.
+
+        The outcome's compute is read from ``history``'s rows after the warmup (each epoch's recorded
+        seconds, so a resumed run counts every epoch once) plus ``oneshot``'s share.
+        """
         from .artifacts import write_artifacts
 
         model.eval()
@@ -195,9 +235,21 @@ class Workbench:
         val_accuracy = self.evaluate(model, "val")
         costs = model.cost_report()
         artifacts = write_artifacts(model, workdir, history, self.loaders(64)[1], self.device)
+        trained = [row for row in history if row.get("phase") != "warmup"]
+        phase_wall: dict[str, float] = {}
+        for row in trained:
+            phase_wall[row["phase"]] = phase_wall.get(row["phase"], 0.0) + float(row.get("wall_s", 0.0))
+        share = dict(oneshot or {})
+        if share:
+            phase_wall["oneshot"] = float(share.get("wall_s", 0.0))
         outcome = Outcome(strategy=strategy, accuracy=accuracy, val_accuracy=val_accuracy,
                           latency_cycles=costs["latency_cycles"], energy_uj=costs["energy_uj"],
                           channel_split=model.channel_split(), params=dict(params), artifacts=artifacts,
-                          wall_time_s=time.time() - started, trainings=trainings, label=label)
+                          wall_time_s=sum(phase_wall.values()), trainings=1, label=label,
+                          train_epochs=len(trained), oneshot_evaluations=float(share.get("evaluations", 0.0)),
+                          oneshot_images=float(share.get("images", 0.0)),
+                          cpu_time_s=sum(float(row.get("cpu_s", 0.0)) for row in trained) + float(
+                              share.get("cpu_s", 0.0)),
+                          phase_wall_s=phase_wall, selected_epoch=selected_epoch, seed=self.setup.seed)
         atomic_write_json(workdir / "result.json", outcome.to_dict())
         return outcome

@@ -29,7 +29,7 @@ from odimo_moo.errors import UsageError
 from odimo_moo.hookspecs import hookimpl
 from odimo_moo.mapping_search import GenomeLayout, random_genomes, repair_genome
 from odimo_moo.oneshot import (SEARCH_DEFAULTS, OneShotSearch, SearchBudget, finetune_front,
-                              finetune_recipe_defaults)
+                              fixed_mapping_recipe_defaults)
 from odimo_moo.recipe import Recipe
 from odimo_moo.strategy import Outcome, Strategy
 from odimo_moo.workbench import Workbench
@@ -74,10 +74,10 @@ def evolve(search: OneShotSearch, population: int, seed: int) -> None:
 class EvolutionaryMapping(Strategy):
     name = "evolutionary"
     description = ("NSGA-II (pymoo) over per-layer channel splits, scored one-shot on the warmed-up supernet; "
-                   "front points fine-tuned")
+                   "front points trained like every method's (search + fine-tune epochs)")
 
     def defaults(self) -> dict[str, Any]:
-        return {**finetune_recipe_defaults(), **SEARCH_DEFAULTS, "population": 20}
+        return {**fixed_mapping_recipe_defaults(), **SEARCH_DEFAULTS, "population": 20}
 
     def run(self, bench: Workbench, params: Mapping[str, Any], workdir: Path) -> list[Outcome]:
         values = {**self.defaults(), **params}
@@ -87,7 +87,7 @@ class EvolutionaryMapping(Strategy):
             raise UsageError(f"population must be >= 2, got {population}")
         recipe = Recipe.from_params(values)
         model, _ = bench.warm_supernet(recipe)
-        search = OneShotSearch(bench, model, budget)
+        search = OneShotSearch(bench, model, budget, recipe.batch_size)
         evolve(search, population, bench.setup.seed)
         return finetune_front(bench, recipe, search, workdir, self.name,
                               {**params, "population": population})

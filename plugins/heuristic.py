@@ -1,4 +1,4 @@
-"""Heuristic mapping baselines: fixed mappings chosen without looking at accuracy, each fine-tuned.
+"""Heuristic mapping baselines: fixed mappings chosen without looking at accuracy, each trained.
 
 Param ``mapping`` picks them: ``all`` (default: every one that applies to the setup) or a
 comma-separated list of names:
@@ -6,26 +6,26 @@ comma-separated list of names:
 * ``all:<unit>`` -- every channel of every searched layer on one unit (only units able to run every
   searched layer);
 * the SoC's manual mappings, registered by SoC plugins with the ``odimo_register_heuristics`` hook
-  (DIANA: ``first_last_digital``; Darkside: ``standard_mobilenetv1``);
+  (DIANA: ``first_last_digital``; Darkside's standard MobileNetV1 mapping is ``all:dwe`` in its search space);
 * ``min_latency`` -- per layer, the integer split with the lowest latency;
 * ``balanced`` -- per layer, the split whose units finish as close together as possible.
 
 Heuristics giving the same mapping are trained once, labelled with all their names joined by ``=``.
-Each mapping is forced onto a fresh copy of the shared warmed-up supernet and fine-tuned with the
-same recipe as every strategy; one outcome per distinct mapping.
+Each mapping is forced onto a fresh copy of the shared warmed-up supernet and trained with the same
+recipe and epochs as every strategy's points (``search_epochs + finetune_epochs`` after the warmup);
+one outcome per distinct mapping.
 """
 
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from odimo_moo.errors import UsageError
 from odimo_moo.hookspecs import hookimpl
 from odimo_moo.mapping_search import SplitFinder, balanced_split, manual_counts, min_latency_split
-from odimo_moo.oneshot import finetune_recipe_defaults
+from odimo_moo.oneshot import fixed_mapping_recipe_defaults
 from odimo_moo.recipe import Recipe
 from odimo_moo.searchable import ODiMO
 from odimo_moo.strategy import Outcome, Strategy
@@ -71,10 +71,10 @@ def folder_name(label: str) -> str:
 class HeuristicMappings(Strategy):
     name = "heuristic"
     description = ("fixed mappings ignoring accuracy (all on one unit, the SoC's manual heuristics, per-layer "
-                   "min-latency and balanced splits), each fine-tuned")
+                   "min-latency and balanced splits), each trained for search + fine-tune epochs")
 
     def defaults(self) -> dict[str, Any]:
-        return {"mapping": EVERY, **finetune_recipe_defaults()}
+        return {"mapping": EVERY, **fixed_mapping_recipe_defaults()}
 
     def run(self, bench: Workbench, params: Mapping[str, Any], workdir: Path) -> list[Outcome]:
         values = {**self.defaults(), **params}
@@ -94,13 +94,11 @@ class HeuristicMappings(Strategy):
             groups.setdefault(key, (counts, []))[1].append(name)
         outcomes = []
         for counts, group in groups.values():
-            started = time.time()
             label = "=".join(group)
             model, history = bench.warm_supernet(recipe)
             model.force_counts(counts)
-            outcomes.append(bench.finetune_and_report(model, recipe, workdir / folder_name(label), self.name,
-                                                      {**params, "mapping": label}, history, label=label,
-                                                      started=started))
+            outcomes.append(bench.train_mapping_and_report(model, recipe, workdir / folder_name(label), self.name,
+                                                           {**params, "mapping": label}, history, label=label))
         return outcomes
 
 

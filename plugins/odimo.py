@@ -3,7 +3,6 @@ fine-tune under the frozen mapping, export."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,7 +23,6 @@ class ODiMOSearch(Strategy):
         return Recipe().as_dict()
 
     def run(self, bench: Workbench, params: Mapping[str, Any], workdir: Path) -> list[Outcome]:
-        started = time.time()
         recipe = Recipe.from_params(params)
         model, warmup_history = bench.warm_supernet(recipe)
         runner = bench.runner(model, recipe, workdir / "checkpoints")
@@ -34,9 +32,10 @@ class ODiMOSearch(Strategy):
             return [weights_optimizer(model, recipe), assignment_optimizer(model, recipe)]
 
         runner.run(PhaseSpec("search", recipe.search_epochs, optimizers, cost_weight_at=recipe.lambda_at,
-                             on_epoch_start=lambda epoch: model.set_temperature(recipe.temperature_at(epoch))))
+                             on_epoch_start=lambda epoch: model.set_temperature(recipe.temperature_at(epoch)),
+                             lr_schedule=recipe.lr_schedule))
         outcome = bench.finetune_and_report(model, recipe, workdir, self.name, params, runner.history,
-                                            label=f"lambda={recipe.cost_weight:g}", started=started)
+                                            label=f"lambda={recipe.cost_weight:g}")
         return [outcome]
 
 

@@ -14,7 +14,7 @@ import torch
 from odimo_moo.hookspecs import hookimpl
 from odimo_moo.mapping_search import random_genomes
 from odimo_moo.oneshot import (SEARCH_DEFAULTS, OneShotSearch, SearchBudget, finetune_front,
-                              finetune_recipe_defaults)
+                              fixed_mapping_recipe_defaults)
 from odimo_moo.recipe import Recipe
 from odimo_moo.strategy import Outcome, Strategy
 from odimo_moo.workbench import Workbench
@@ -24,17 +24,18 @@ BATCH = 64
 
 class RandomMapping(Strategy):
     name = "random_mapping"
-    description = "uniform random per-layer splits scored one-shot on the warmed-up supernet; front points fine-tuned"
+    description = ("uniform random per-layer splits scored one-shot on the warmed-up supernet; front points trained "
+                   "(search + fine-tune epochs)")
 
     def defaults(self) -> dict[str, Any]:
-        return {**finetune_recipe_defaults(), **SEARCH_DEFAULTS}
+        return {**fixed_mapping_recipe_defaults(), **SEARCH_DEFAULTS}
 
     def run(self, bench: Workbench, params: Mapping[str, Any], workdir: Path) -> list[Outcome]:
         values = {**self.defaults(), **params}
         budget = SearchBudget.pop_from(values)
         recipe = Recipe.from_params(values)
         model, _ = bench.warm_supernet(recipe)
-        search = OneShotSearch(bench, model, budget)
+        search = OneShotSearch(bench, model, budget, recipe.batch_size)
         generator = torch.Generator().manual_seed(bench.setup.seed)
         while not search.exhausted:
             search.score(random_genomes(search.layout, BATCH, generator))

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from odimo_moo.errors import UsageError
-from odimo_moo.mapping_search import manual_counts, min_latency_split, random_genomes
+from odimo_moo.mapping_search import min_latency_split, random_genomes
 from odimo_moo.oneshot import OneShotSearch, Scored, SearchBudget, spread_along_front
 from odimo_moo.plugins.evolutionary import evolve
-from odimo_moo.plugins.heuristic import catalogue, single_unit_counts
+from odimo_moo.plugins.heuristic import catalogue
 from odimo_moo.recipe import Recipe
 from odimo_moo.registry import pick
 from odimo_moo.workbench import Setup, Workbench
 
-TINY = {"warmup_epochs": 1, "finetune_epochs": 1, "batch_size": 32}
+TINY = {"warmup_epochs": 1, "search_epochs": 1, "finetune_epochs": 1, "batch_size": 32}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,7 @@ def test_heuristics_fine_tune_their_mappings(bench, tmp_path):
     assert all(paper[n]["analog"] == model.split_layer(n).channels for n in names[1:-1])
     for outcome in outcomes:
         assert outcome.strategy == "heuristic" and outcome.trainings == 1 and outcome.params["mapping"] == outcome.label
+        assert outcome.train_epochs == TINY["search_epochs"] + TINY["finetune_epochs"] and outcome.selected_epoch == 1
         assert 0.0 <= outcome.accuracy <= 1.0 and outcome.latency_cycles > 0 and outcome.energy_uj > 0
         model.force_counts({n: list(split.values()) for n, split in outcome.channel_split.items()})
         assert outcome.latency_cycles == pytest.approx(model.cost_report()["latency_cycles"])
@@ -83,17 +84,16 @@ def test_heuristic_catalogue_follows_the_soc(bench):
         strategy(bench, "heuristic").run(bench, {"mapping": "standard_mobilenetv1"}, Path("unused"))
 
 
-def test_darkside_paper_heuristic_is_all_dwe(socs):
-    """Standard MobileNetV1 on Darkside (depthwise on the DWE) is the all:dwe mapping of the search space,
-    so the heuristic strategy trains it once, labelled with both names."""
-    from odimo_moo.models.mobilenet import mobilenetv1_darkside
+def test_darkside_catalogue_has_the_paper_baselines(socs, tmp_path):
+    """Darkside's baselines are all-cluster and all-DWE (standard MobileNetV1 with its depthwise on the DWE
+    is the all:dwe mapping of this search space, no separate manual mapping), plus the per-layer splits."""
     from odimo_moo.registry import PluginRegistry
-    from odimo_moo.searchable import ODiMO
 
-    model = ODiMO(mobilenetv1_darkside(10, 3, (32, 32), width=0.25), socs["darkside"], (3, 32, 32))
-    heuristics = PluginRegistry.load().heuristics()
-    assert heuristics["standard_mobilenetv1"].obj.soc == "darkside"
-    assert manual_counts(model, heuristics["standard_mobilenetv1"].obj) == single_unit_counts(model, "dwe")
+    darkside = Workbench(Setup(soc="darkside", model="mobilenetv1_darkside", dataset="digits", image_size=32,
+                               data_limit=50, device="cpu", progress=False), cache_dir=tmp_path)
+    model = darkside.supernet(Recipe())
+    assert list(catalogue(darkside, model)) == ["all:cluster", "all:dwe", "min_latency", "balanced"]
+    assert not any(entry.obj.soc == "darkside" for entry in PluginRegistry.load().heuristics().values())
     assert len(model.split_names) == 8
 
 
