@@ -1,15 +1,24 @@
-"""Options and helpers shared by the subcommands that train (search, run, compare)."""
+"""Options and helpers shared by the subcommands that train (search, run, compare).
+
+The problem instance (:class:`odimo_moo.workbench.Setup`) comes from the command line through ONE
+pair of functions: :func:`add_setup_options` defines an option for every Setup field (and refuses to
+build a parser that misses one), :func:`build_setup` reads them back, driven by
+``dataclasses.fields(Setup)``, so a new Setup field reaches every command or breaks them all loudly.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from ..errors import UsageError
 from ..devices import DEVICES
+from ..errors import UsageError
+from ..searchable import METRICS
+from ..workbench import Setup
 
 
 def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
@@ -26,22 +35,109 @@ def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
     return values
 
 
-def add_setup_options(parser: argparse.ArgumentParser) -> None:
-    """Options defining the problem instance (see :class:`odimo_moo.workbench.Setup`)."""
-    parser.add_argument("--soc", default="diana", help="registered SoC name (see `odimo plugins`)")
-    parser.add_argument("--model", default="resnet8", help="registered model name")
-    parser.add_argument("--dataset", default="digits", help="digits (embedded), mnist, cifar10, cifar100, imagenet")
-    parser.add_argument("--data-root", default=None, help="folder holding the dataset files")
-    parser.add_argument("--download", action="store_true", help="download the dataset if missing (needs network)")
-    parser.add_argument("--data-limit", type=int, default=None, help="cap each split at this many samples")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="input resolution for datasets that take one (digits: upsampled from 8; imagenet)")
-    parser.add_argument("--metric", choices=("latency", "energy"), default="latency", help="cost in the loss")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=DEVICES, default="auto")
-    parser.add_argument("--exclude", action="append", default=[], metavar="LAYER",
-                        help="layer name (fx qualified name) never to split; repeatable")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+#: Setup fields read from an option of another name: field -> (argparse dest, conversion). Every
+#: other field is read from the option whose dest is the field's own name.
+SETUP_DESTS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "plugins": ("plugin", tuple),  # the top-level --plugin option
+    "exclude": ("exclude", tuple),
+    "progress": ("no_progress", lambda hidden: not hidden),
+}
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Setup)}
+
+
+def setup_fields() -> list[str]:
+    """The names of :class:`~odimo_moo.workbench.Setup`'s fields, in order."""
+    return [f.name for f in dataclasses.fields(Setup)]
+
+
+def add_setup_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """Options defining the problem instance, one per :class:`~odimo_moo.workbench.Setup` field.
+
+    With ``defaults=False`` an option that is not given stays out of the parsed namespace, so that
+    :func:`build_setup` can take the value from a preset instead. Raises ``RuntimeError`` (a bug, found
+    by every CLI test) if a Setup field has no option.
+    """
+    dests = {"plugin"}  # the top-level --plugin option of `odimo`
+
+    def add(*flags: str, **options: Any) -> None:
+        if not defaults:
+            options["default"] = argparse.SUPPRESS
+        dests.add(parser.add_argument(*flags, **options).dest)
+
+    add("--soc", default=_DEFAULTS["soc"],
+        help=f"registered SoC name (see `odimo plugins`; default {_DEFAULTS['soc']})")
+    add("--model", default=_DEFAULTS["model"], help=f"registered model name (default {_DEFAULTS['model']})")
+    add("--dataset", default=_DEFAULTS["dataset"],
+        help="digits (embedded, the default), mnist, fashion_mnist, cifar10, cifar100, imagefolder, imagenet")
+    add("--data-root", default=_DEFAULTS["data_root"], help="folder holding the dataset files")
+    add("--download", action="store_true", default=_DEFAULTS["download"],
+        help="download the dataset if missing (needs network)")
+    add("--data-limit", type=int, default=_DEFAULTS["data_limit"], help="cap each split at this many samples")
+    add("--image-size", type=int, default=_DEFAULTS["image_size"],
+        help="input resolution for datasets that take one (digits: upsampled from 8; imagenet)")
+    add("--val-fraction", type=float, default=_DEFAULTS["val_fraction"],
+        help=f"fraction of the training data held out for validation (default {_DEFAULTS['val_fraction']})")
+    add("--metric", choices=METRICS, default=_DEFAULTS["metric"],
+        help=f"cost in the loss (default {_DEFAULTS['metric']})")
+    add("--seed", type=int, default=_DEFAULTS["seed"], help=f"seed of data splits, initialisation and search "
+                                                            f"(default {_DEFAULTS['seed']})")
+    add("--device", choices=DEVICES, default=_DEFAULTS["device"], help=f"default {_DEFAULTS['device']}")
+    add("--exclude", action="append", default=list(_DEFAULTS["exclude"]), metavar="LAYER",
+        help="layer name (fx qualified name) never to split; repeatable")
+    add("--no-progress", action="store_true", default=not _DEFAULTS["progress"], help="hide progress bars")
+    forgotten = [name for name in setup_fields() if SETUP_DESTS.get(name, (name,))[0] not in dests]
+    if forgotten:
+        raise RuntimeError(f"Setup field(s) {', '.join(forgotten)} have no command-line option: add one to "
+                           f"add_setup_options (and to SETUP_DESTS if its dest differs)")
+
+
+def setup_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The Setup fields the parsed ``args`` hold (all of them, unless the options were added with
+    ``defaults=False``: then only those given). An empty ``--plugin`` list counts as not given."""
+    values: dict[str, Any] = {}
+    for name in setup_fields():
+        dest, convert = SETUP_DESTS.get(name, (name, lambda value: value))
+        if hasattr(args, dest) and not (name == "plugins" and not getattr(args, dest)):
+            values[name] = convert(getattr(args, dest))
+    return values
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """``value`` as Setup field ``name`` takes it (from YAML or ``--set``); a clear error otherwise."""
+    default = _DEFAULTS[name]
+    annotation = str(next(f.type for f in dataclasses.fields(Setup) if f.name == name))
+    if value is None and ("None" in annotation or default is None):
+        return None
+    if isinstance(default, tuple):
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+            raise UsageError(f"setup option {name}={value!r} must be a list of names")
+        return tuple(items)
+    kind = bool if "bool" in annotation else int if "int" in annotation else float if "float" in annotation else str
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise UsageError(f"setup option {name}={value!r} must be {'a' if kind is not int else 'an'} "
+                         f"{kind.__name__}{' or null' if 'None' in annotation else ''}")
+    return value
+
+
+def build_setup(args: argparse.Namespace, base: Mapping[str, Any] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Setup:
+    """The :class:`~odimo_moo.workbench.Setup` of parsed arguments, field by field
+    (``dataclasses.fields(Setup)``): ``base`` (e.g. a preset's values) < options given in ``args`` <
+    ``overrides`` (e.g. ``--set data_limit=null``). Plugins add up: the base's, then ``--plugin``'s."""
+    base, overrides = dict(base or {}), dict(overrides or {})
+    known = set(setup_fields())
+    for source in (base, overrides):
+        unknown = sorted(set(source) - known)
+        if unknown:
+            raise UsageError(f"unknown setup option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    given = setup_values(args)
+    values = {**base, **given, **overrides}
+    if "plugins" in base and "plugins" in given and "plugins" not in overrides:
+        values["plugins"] = tuple(base["plugins"]) + tuple(given["plugins"])
+    return Setup(**{name: _coerce(name, value) for name, value in values.items()})
 
 
 def out_dir(path: str) -> Path:

@@ -13,7 +13,7 @@ from typing import Iterator
 from ..checkpoint import check_writable
 from ..errors import UsageError
 from ..registry import pick
-from .common import add_setup_options, out_dir, parse_assignments
+from .common import add_setup_options, build_setup, out_dir, parse_assignments
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -47,17 +47,13 @@ def folder_lock(folder: Path) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..workbench import Setup, Workbench
+    from ..workbench import Workbench
 
     if args.cost_weight < 0:
         raise UsageError(f"--lambda must be >= 0, got {args.cost_weight}")
     params = parse_assignments(args.set)
     params["lambda"] = args.cost_weight
-    setup = Setup(soc=args.soc, model=args.model, dataset=args.dataset, metric=args.metric,
-                  data_root=args.data_root, download=args.download, data_limit=args.data_limit,
-                  image_size=args.image_size, seed=args.seed,
-                  device=args.device, plugins=tuple(args.plugin), exclude=tuple(args.exclude),
-                  progress=not args.no_progress)
+    setup = build_setup(args)
     folder = out_dir(args.out or f"runs/search-{args.soc}-{args.model}-{args.cost_weight:g}")
     bench = Workbench(setup, cache_dir=folder / "warmup-cache")
     strategy = pick(bench.registry.strategies(), args.strategy, "strategy")
@@ -72,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     for outcome in outcomes:
         print(f"{outcome.strategy} {outcome.label}: test accuracy {outcome.accuracy:.4f} "
               f"(val {outcome.val_accuracy:.4f}), latency {outcome.latency_cycles:,.0f} cycles, "
-              f"energy {outcome.energy_uj:.4g} uJ, {outcome.wall_time_s:.1f} s")
+              f"energy {outcome.energy_uj:.4g} uJ; {outcome.train_epochs} epochs after the warmup "
+              f"(fine-tune epoch {outcome.selected_epoch} kept: best validation accuracy), "
+              f"{outcome.wall_time_s:.1f} s")
         for layer, split in outcome.channel_split.items():
             print(f"  {layer:<28} " + "  ".join(f"{unit}={count}" for unit, count in split.items()))
         print(f"results in {folder} (result.json, mapping.json, metrics.csv, exported.pt"
