@@ -15,17 +15,19 @@ OPTIMIZERS = ("adam", "sgd")
 #: Learning-rate schedules of the weights' optimizer, applied per phase (see ``training.lr_factor``).
 LR_SCHEDULES = ("cosine", "constant")
 
-#: The default lambda grid of ``odimo compare`` and the studies. lambda weighs the dimensionless cost
-#: (the network's cost over its cost with every layer on the SoC's default unit), so one grid spans
+#: The default lambda grid of ``odimo compare``. lambda weighs the dimensionless cost term
+#: ``ln(cost / cost on the default unit)`` (:attr:`odimo_moo.searchable.ODiMO.cost`), so one grid spans
 #: the front on every SoC.
-DEFAULT_LAMBDAS = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0)
+DEFAULT_LAMBDAS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Hyperparameters of warmup, search and fine-tune.
 
-    ``cost_weight`` is lambda. During search it ramps linearly from lambda/100 to lambda over the
+    ``cost_weight`` is lambda, the weight of the dimensionless cost term ``ln(cost / cost with every
+    searched layer on the SoC's default unit)``: lowering the cost by 1 % is worth lambda / 100 of task
+    loss on any SoC (see :data:`DEFAULT_LAMBDAS`). During search it ramps linearly from lambda/100 to lambda over the
     first ``lambda_ramp`` fraction of the epochs (0 disables the ramp). The softmax temperature
     starts at ``temperature`` and is multiplied by ``exp(-temperature_decay)`` every search epoch.
     ``lr_schedule`` is the weights' learning rate over each phase: ``cosine`` (from ``lr`` towards 0

@@ -175,3 +175,20 @@ def test_latency_only_descent_reaches_the_exact_integer_optimum(socs, parametriz
         model.cost.backward()
         optimizer.step()
     assert model.cost_report()["searched_latency_cycles"] == pytest.approx(optimum, rel=1e-9)
+
+
+def test_cost_term_gradient_is_the_same_whatever_the_cycle_scale(socs):
+    """lambda prices relative cost: a SoC whose every unit is 1000x slower gives the same gradient."""
+    diana = socs["diana"]
+    slower = SoC("diana_x1000", [
+        FormulaUnit(unit.name, lambda layers, n, unit=unit: 1000.0 * unit.raw_cycles(layers, n), unit.supports,
+                    unit.active_power_mw, unit.idle_power_mw, unit.data_format, unit.alternative)
+        for unit in diana.units], diana.frequency_hz, default_unit=diana.default_unit)
+    gradients = []
+    for soc in (diana, slower):
+        torch.manual_seed(0)
+        model = ODiMO(resnet8(10, 1, (16, 16)), soc, (1, 16, 16), init="random", quantize=False)
+        model.cost.backward()
+        gradients.append(torch.cat([p.grad.flatten() for p in model.nas_parameters()]))
+    assert float(gradients[0].abs().max()) > 0
+    torch.testing.assert_close(gradients[0], gradients[1], rtol=1e-9, atol=0.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -226,7 +228,7 @@ def test_activation_quantizer_unsigned_7_bit():
     assert x.grad is not None and quantizer.log2_clip.grad is not None
 
 
-def test_loss_cost_is_the_hard_cost_over_the_default_unit_reference(socs):
+def test_loss_cost_is_the_log_of_the_hard_cost_over_the_default_unit_reference(socs):
     build, shape = MODELS["resnet20"]
     model = ODiMO(build(), socs["diana"], shape, init="balanced")
     report = model.cost_report()
@@ -234,4 +236,8 @@ def test_loss_cost_is_the_hard_cost_over_the_default_unit_reference(socs):
     # the reference is everything on DIANA's default (digital) unit: 257,673 cycles for ResNet-20
     assert model.reference_cost("latency") == pytest.approx(257_673)
     assert report["reference_latency_cycles"] == pytest.approx(257_673)
-    assert float(model.cost.detach()) == pytest.approx(report["latency_cycles"] / model.reference_cost(), rel=1e-12)
+    assert float(model.cost.detach()) == pytest.approx(math.log(report["latency_cycles"] / model.reference_cost()),
+                                                       rel=1e-12)
+    model.freeze_mapping()
+    model.force_counts({name: [layer.channels, 0] for name, layer in model.split_layers()})
+    assert float(model.cost.detach()) == pytest.approx(0.0, abs=1e-12)
