@@ -18,7 +18,7 @@ LR_SCHEDULES = ("cosine", "constant")
 #: The default lambda grid of ``odimo compare``. lambda weighs the dimensionless cost term
 #: ``ln(cost / cost on the default unit)`` (:attr:`odimo_moo.searchable.ODiMO.cost`), so one grid spans
 #: the front on every SoC.
-DEFAULT_LAMBDAS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+DEFAULT_LAMBDAS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 
 @dataclass(frozen=True)
