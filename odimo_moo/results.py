@@ -100,6 +100,12 @@ def results_section(report: Mapping[str, Any], run: Mapping[str, Any], sources: 
         lines.append(f"- lambdas: {', '.join(f'{v:g}' for v in run['lambdas'])}; budget: {run.get('budget', 'fixed')}"
                      + ("" if not run.get("params") else f"; parameters: {run['params']}"))
     lines.append(f"- seeds: {', '.join(report['seeds'])}; accuracy: {report['accuracy']}")
+    for seed, methods in report.get("budget", {}).get("per_seed", {}).items():
+        for method, budget in methods.items():
+            lines.append(f"- at equal compute (--budget matched), seed {seed}: {method} trains {budget['points']} "
+                         f"points x {budget['epochs_per_point']} epochs (ODiMO: {budget['odimo_train_epochs']} "
+                         f"epochs) and searches one-shot for {budget['params']['max_seconds']:.1f} s (ODiMO's "
+                         f"{budget['odimo_wall_s']:.1f} s wall minus the expected training time)")
     warmup = report["warmup"]["mean_per_seed"]
     if warmup:
         lines.append(f"- warmup (shared by every method, once per seed, not in their compute): {warmup['epochs']:.0f} "
@@ -115,8 +121,8 @@ def results_section(report: Mapping[str, Any], run: Mapping[str, Any], sources: 
         compute = row["compute"]
         volume = _range(row["hypervolume"], row["hypervolume_std"], row["hypervolume_min"], row["hypervolume_max"],
                         len(row["seeds"]), digits=5)
-        lines.append(f"| {row['method']} | {len(row['seeds'])} | {volume} | "
-                     f"{row['hypervolume_fraction']:.4f} | {row['best_accuracy']:.4f} | {compute['train_epochs']:.0f} | "
+        lines.append(f"| {row['method']} | {len(row['seeds'])} | {volume} | {row['hypervolume_fraction']:.4f} | "
+                     f"{row['best_accuracy']:.4f} | {compute['train_epochs']:.0f} | "
                      f"{compute['oneshot_evaluations']:.0f} | {compute['oneshot_images']:.0f} | "
                      f"{compute['wall_s']:.1f} | {compute['cpu_s']:.1f} |")
     names = list(dict.fromkeys(b["name"] for b in report["baselines"]))

@@ -276,3 +276,14 @@ def test_results_markdown_section_is_written_and_replaced_in_place(tmp_path):
     text = target.read_text()
     assert text.count("<!-- odimo-compare: first -->") == 1 and "two" in text and "\none\n" not in text
     assert text.index("two") < text.index("### darkside m on d")
+
+
+def test_result_files_of_older_versions_still_load(tmp_path):
+    old = {"strategy": "evolutionary", "accuracy": 0.8, "val_accuracy": 0.79, "latency_cycles": 10.0,
+           "energy_uj": 1.0, "channel_split": {}, "params": {}, "artifacts": {}, "wall_time_s": 3.0, "trainings": 1,
+           "label": "front 1/3"}
+    outcome = Outcome.from_dict(old)
+    assert (outcome.seed, outcome.train_epochs, outcome.oneshot_evaluations, outcome.cpu_time_s) == (None, 0, 0.0, 0.0)
+    (tmp_path / "result.json").write_text(json.dumps(old))
+    report = build_report(load_outcomes(tmp_path), "latency", [])
+    assert report["seeds"] == ["-"] and report["methods"][0]["per_seed"]["-"]["points"] == 1

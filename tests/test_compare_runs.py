@@ -238,7 +238,7 @@ def test_every_method_trains_the_same_epochs_after_one_shared_warmup(tmp_path, c
                  "--methods", "odimo,evolutionary,heuristic", "--budget", "matched",
                  "--set", "warmup_epochs=1", "--set", "search_epochs=2", "--set", "finetune_epochs=1",
                  "--set", "batch_size=32", "--set", "heuristic.mapping=all:digital", "--set", "population=4",
-                 "--set", "recalibration_batches=1", "--out", str(out)]) == 0
+                 "--set", "recalibration_batches=1", "--out", str(out), "--results-md", str(tmp_path / "R.md")]) == 0
     outcomes = [Outcome.from_dict(o) for o in json.loads((out / "results.json").read_text())]
     assert sorted(o.strategy for o in outcomes) == ["evolutionary", "heuristic", "odimo"]
     for outcome in outcomes:
@@ -260,3 +260,17 @@ def test_every_method_trains_the_same_epochs_after_one_shared_warmup(tmp_path, c
     assert report["warmup"]["per_seed"]["0"]["epochs"] == 1
     assert report["budget"]["mode"] == "matched" and "evolutionary" in report["budget"]["per_seed"]["0"]
     assert report["oneshot"]["evolutionary"]["0"]["trace"]
+    markdown = (tmp_path / "R.md").read_text()
+    assert "seed 0: evolutionary trains 1 points x 3 epochs (ODiMO: 3 epochs)" in markdown
+    assert "### diana resnet8 on digits, latency" in markdown and "| odimo | 1 |" in markdown
+
+
+def test_reading_a_compare_folder_back_keeps_its_metric(tmp_path, probe):
+    out = tmp_path / "out"
+    assert main(["--plugin", str(probe), "compare", "--methods", "probe", "--baselines", "probe", "--lambdas", "0",
+                 "--metric", "energy", "--out", str(out)]) == 0
+    assert json.loads((out / "compare-run.json").read_text())["setup"]["metric"] == "energy"
+    assert main(["compare", "--from", str(out), "--out", str(tmp_path / "again")]) == 0
+    assert json.loads((tmp_path / "again" / "compare.json").read_text())["metric"] == "energy"
+    assert main(["compare", "--from", str(out), "--metric", "latency", "--out", str(tmp_path / "latency")]) == 0
+    assert json.loads((tmp_path / "latency" / "compare.json").read_text())["metric"] == "latency"

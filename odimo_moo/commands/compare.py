@@ -40,7 +40,8 @@ from ..pareto import ReferencePoint
 from ..recipe import DEFAULT_LAMBDAS, Recipe
 from ..registry import PluginRegistry, pick
 from ..strategy import Outcome, Strategy
-from .common import add_setup_options, build_setup, out_dir, parse_assignments, setup_fields
+from ..workbench import Setup, Workbench
+from .common import add_setup_options, build_setup, out_dir, parse_assignments, setup_fields, setup_values
 
 DEFAULT_METHODS = ("odimo", "evolutionary", "random_mapping", "heuristic")
 BUDGETS = ("fixed", "matched")
@@ -58,6 +59,7 @@ MIN_ONESHOT_SECONDS = 1e-3
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """The ``compare`` subcommand's options."""
     parser = subparsers.add_parser(
         "compare", help="compare ODiMO with evolutionary, random and heuristic mappings on one setup",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -123,6 +125,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 # ----------------------------------------------------------------------------- parsing
 def split_list(text: str, option: str) -> list[str]:
+    """The non-empty items of a comma-separated ``text``; empty is a usage error naming ``option``."""
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
         raise UsageError(f"{option} is empty")
@@ -159,6 +162,7 @@ def parse_seeds(value: Any) -> list[int]:
 
 
 def parse_reference(value: Any) -> ReferencePoint | None:
+    """The hypervolume reference point from ``"ACCURACY,COST"`` or a pair; ``None`` for the default."""
     if value is None:
         return None
     parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
@@ -303,7 +307,7 @@ def _normalized(payload: Any) -> Any:
     return json.loads(json.dumps(payload, sort_keys=True, default=str))
 
 
-def run_unit(strategy: Strategy, bench: Any, params: dict[str, Any], workdir: Path, label: str) -> list[Outcome]:
+def run_unit(strategy: Strategy, bench: Workbench, params: dict[str, Any], workdir: Path, label: str) -> list[Outcome]:
     """One (seed, method, lambda) unit: its stored outcomes if ``workdir`` finished it with the same
     settings, else run it and store them atomically. Other settings there are a usage error."""
     settings = _normalized({"method": strategy.name, "setup": bench.setup.identity(), "params": params})
@@ -327,7 +331,7 @@ def run_unit(strategy: Strategy, bench: Any, params: dict[str, Any], workdir: Pa
     return outcomes
 
 
-def run_warmups(bench: Any, recipes: Mapping[str, Recipe | None], seed_dir: Path) -> list[dict[str, Any]]:
+def run_warmups(bench: Workbench, recipes: Mapping[str, Recipe | None], seed_dir: Path) -> list[dict[str, Any]]:
     """Train (or find cached) the warmup every training method of one seed starts from, once per
     distinct warmup, before any method, and record its epochs and seconds in ``warmup.json``."""
     keys: dict[str, tuple[Recipe, list[str]]] = {}
@@ -372,7 +376,7 @@ def _oneshot(strategy: Strategy) -> bool:
     return {"evaluations", "max_seconds", "finetune_top"} <= set(strategy.defaults())
 
 
-def run_record(plan: Plan, setup: Any, methods: Sequence[str], recipes: Mapping[str, Recipe | None],
+def run_record(plan: Plan, setup: Setup, methods: Sequence[str], recipes: Mapping[str, Recipe | None],
                routed: Mapping[str, Any], device: str) -> dict[str, Any]:
     """What ``compare-run.json`` records about a run."""
     from ..results import machine
@@ -390,8 +394,6 @@ def run_record(plan: Plan, setup: Any, methods: Sequence[str], recipes: Mapping[
 def run_methods(args: argparse.Namespace, plan: Plan, methods: list[str], folder: Path) -> list[Outcome]:
     """Every method on every seed (warmup first, ODiMO before the methods whose budget it sets),
     skipping finished units; returns all outcomes."""
-    from ..workbench import Workbench
-
     seeds = plan.seeds or [build_setup(args, plan.setup_base, plan.setup_overrides).seed]
     first = build_setup(args, plan.setup_base, {**plan.setup_overrides, "seed": seeds[0]})
     registry = PluginRegistry.load(first.plugins)
@@ -442,13 +444,15 @@ def _budgets(folders: Sequence[Path]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the methods (or read --from folders), then write and print the report."""
     plan = resolve_plan(args)
     if args.sources:
         folders = [out_dir(s) for s in args.sources]
         folder = out_dir(plan.out or args.sources[0])
         outcomes = unique(o for source in folders for o in load_outcomes(source))
-        metric = build_setup(args, plan.setup_base, plan.setup_overrides).metric
         run_info = next((json.loads((f / RUN_FILE).read_text()) for f in folders if (f / RUN_FILE).is_file()), {})
+        given = {**plan.setup_base, **setup_values(args), **plan.setup_overrides}
+        metric = str(given.get("metric") or run_info.get("setup", {}).get("metric") or Setup.metric)
     else:
         setup = build_setup(args, plan.setup_base, plan.setup_overrides)
         metric = setup.metric
