@@ -141,4 +141,5 @@ def build_setup(args: argparse.Namespace, base: Mapping[str, Any] | None = None,
 
 
 def out_dir(path: str) -> Path:
+    """An output or input folder given on the command line (``~`` expanded)."""
     return Path(path).expanduser()
