@@ -24,7 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "from the last complete checkpoint.")
     add_setup_options(parser)
     parser.add_argument("--lambda", dest="cost_weight", type=float, default=0.0,
-                        help="cost weight lambda (>= 0); the cost is cycles or microjoules")
+                        help="cost weight lambda (>= 0) of the dimensionless cost term ln(cost / cost on the "
+                             "default unit): 1 %% less cost is worth lambda/100 of task loss (useful: 0.1 to 100)")
     parser.add_argument("--strategy", default="odimo", help="registered strategy (default: odimo)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="training parameter, e.g. --set search_epochs=10 --set parametrization=softmax")
