@@ -101,8 +101,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="methods whose points are the baselines of the iso comparisons (default: heuristic)")
     parser.add_argument("--lambdas", default=None, metavar="L1,L2,...",
                         help="lambda values for methods that take one (default: "
-                             f"{','.join(f'{v:g}' for v in DEFAULT_LAMBDAS)}; lambda weighs the cost relative to "
-                             f"the all-on-default-unit cost)")
+                             f"{','.join(f'{v:g}' for v in DEFAULT_LAMBDAS)}; lambda weighs "
+                             f"ln(cost / cost on the default unit): 1 %% less cost is worth lambda/100 of task loss)")
     parser.add_argument("--budget", default=None, choices=BUDGETS,
                         help="fixed (default): every method's own settings; matched: evolutionary and random get "
                              "ODiMO's training epochs and the rest of its wall time, per seed")
