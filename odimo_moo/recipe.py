@@ -11,6 +11,8 @@ from .assignment import PARAMETRIZATIONS
 from .errors import UsageError
 
 OPTIMIZERS = ("adam", "sgd")
+#: Where the gradient search's final training starts from (``Recipe.finetune_from``).
+FINETUNE_STARTS = ("search", "warmup", "scratch")
 
 #: Learning-rate schedules of the weights' optimizer, applied per phase (see ``training.lr_factor``).
 LR_SCHEDULES = ("cosine", "constant")
@@ -27,12 +29,16 @@ class Recipe:
 
     ``cost_weight`` is lambda, the weight of the dimensionless cost term ``ln(cost / cost with every
     searched layer on the SoC's default unit)``: lowering the cost by 1 % is worth lambda / 100 of task
-    loss on any SoC (see :data:`DEFAULT_LAMBDAS`). During search it ramps linearly from lambda/100 to lambda over the
-    first ``lambda_ramp`` fraction of the epochs (0 disables the ramp). The softmax temperature
+    loss on any SoC (see :data:`DEFAULT_LAMBDAS`). During search it ramps linearly from lambda/100 to
+    lambda over the first ``lambda_ramp`` fraction of the epochs (0 disables the ramp). The softmax temperature
     starts at ``temperature`` and is multiplied by ``exp(-temperature_decay)`` every search epoch.
     ``lr_schedule`` is the weights' learning rate over each phase: ``cosine`` (from ``lr`` towards 0
     over the phase's epochs, restarting at every phase) or ``constant``; the assignment's ``nas_lr``
-    stays constant.
+    stays constant. ``finetune_from`` is where the searched mapping's final training starts: ``search``
+    (the paper's protocol: the search's weights, ``finetune_epochs`` more), ``warmup`` (the shared
+    warmed-up supernet, ``search_epochs + finetune_epochs`` under the frozen mapping: exactly the
+    training every fixed-mapping baseline gets, so a comparison judges the mappings alone) or
+    ``scratch`` (a fresh initialisation, ``finetune_epochs``).
     """
 
     warmup_epochs: int = 3
@@ -52,7 +58,7 @@ class Recipe:
     temperature_decay: float = 0.045
     gumbel: bool = False
     quantize: bool = True
-    finetune_from_scratch: bool = False
+    finetune_from: str = "search"
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "search_epochs", "finetune_epochs"):
@@ -72,6 +78,9 @@ class Recipe:
             raise UsageError(f"recipe: cost_weight (lambda) must be >= 0, got {self.cost_weight}")
         if not 0 <= self.lambda_ramp <= 1:
             raise UsageError(f"recipe: lambda_ramp must be in [0, 1], got {self.lambda_ramp}")
+        if self.finetune_from not in FINETUNE_STARTS:
+            raise UsageError(f"recipe: finetune_from must be one of {', '.join(FINETUNE_STARTS)}, "
+                             f"got {self.finetune_from!r}")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"recipe: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.lr_schedule not in LR_SCHEDULES:

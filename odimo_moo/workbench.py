@@ -207,7 +207,7 @@ class Workbench:
         """
         check_writable(workdir)
         model.freeze_mapping()
-        if recipe.finetune_from_scratch:
+        if recipe.finetune_from == "scratch":
             mapping = {name: layer.fixed_units.clone() for name, layer in model.split_layers()}
             model.load_state_dict(self.supernet(recipe).state_dict())
             for name, layer in model.split_layers():

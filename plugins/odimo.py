@@ -34,9 +34,15 @@ class ODiMOSearch(Strategy):
         runner.run(PhaseSpec("search", recipe.search_epochs, optimizers, cost_weight_at=recipe.lambda_at,
                              on_epoch_start=lambda epoch: model.set_temperature(recipe.temperature_at(epoch)),
                              lr_schedule=recipe.lr_schedule))
-        outcome = bench.finetune_and_report(model, recipe, workdir, self.name, params, runner.history,
-                                            label=f"lambda={recipe.cost_weight:g}")
-        return [outcome]
+        label = f"lambda={recipe.cost_weight:g}"
+        if recipe.finetune_from == "warmup":
+            mapping = {name: layer.unit_indices[layer.units_of_channels()].cpu()
+                       for name, layer in model.split_layers()}
+            model, _ = bench.warm_supernet(recipe)
+            model.force_mapping(mapping)
+            return [bench.train_mapping_and_report(model, recipe, workdir, self.name, params, runner.history,
+                                                   label=label)]
+        return [bench.finetune_and_report(model, recipe, workdir, self.name, params, runner.history, label=label)]
 
 
 @hookimpl
