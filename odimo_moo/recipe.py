@@ -38,7 +38,9 @@ class Recipe:
     (the paper's protocol: the search's weights, ``finetune_epochs`` more), ``warmup`` (the shared
     warmed-up supernet, ``search_epochs + finetune_epochs`` under the frozen mapping: exactly the
     training every fixed-mapping baseline gets, so a comparison judges the mappings alone) or
-    ``scratch`` (a fresh initialisation, ``finetune_epochs``).
+    ``scratch`` (a fresh initialisation, ``finetune_epochs``). A ``cost_target`` > 0 (in the setup
+    metric's unit: cycles or microjoules) searches to that cost: lambda starts at ``cost_weight`` (1 if
+    0) and is adapted every step (:class:`odimo_moo.cost_target.CostTarget`), without the ramp.
     """
 
     warmup_epochs: int = 3
@@ -59,6 +61,7 @@ class Recipe:
     gumbel: bool = False
     quantize: bool = True
     finetune_from: str = "search"
+    cost_target: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "search_epochs", "finetune_epochs"):
@@ -78,6 +81,8 @@ class Recipe:
             raise UsageError(f"recipe: cost_weight (lambda) must be >= 0, got {self.cost_weight}")
         if not 0 <= self.lambda_ramp <= 1:
             raise UsageError(f"recipe: lambda_ramp must be in [0, 1], got {self.lambda_ramp}")
+        if self.cost_target < 0 or not math.isfinite(self.cost_target):
+            raise UsageError(f"recipe: cost_target must be >= 0 (0: none), got {self.cost_target}")
         if self.finetune_from not in FINETUNE_STARTS:
             raise UsageError(f"recipe: finetune_from must be one of {', '.join(FINETUNE_STARTS)}, "
                              f"got {self.finetune_from!r}")

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_torch_save, load_checkpoint
+from .cost_target import CostTarget
 from .errors import RunFailure, UsageError
 from .recipe import LR_SCHEDULES, Recipe
 from .searchable import ODiMO
@@ -79,8 +80,13 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
 
 
 def run_epoch(model: nn.Module, loader: DataLoader, device: torch.device,
-              optimizers: Sequence[torch.optim.Optimizer] = (), cost_weight: float = 0.0) -> dict[str, float]:
-    """One pass over ``loader``; trains when ``optimizers`` are given. Returns mean loss and accuracy."""
+              optimizers: Sequence[torch.optim.Optimizer] = (), cost_weight: float = 0.0,
+              target: CostTarget | None = None) -> dict[str, float]:
+    """One pass over ``loader``; trains when ``optimizers`` are given. Returns mean loss and accuracy.
+
+    With a ``target``, every step's lambda is the target's multiplier (``cost_weight`` is ignored),
+    updated after the step from the step's cost.
+    """
     training = bool(optimizers)
     model.train(training)
     total, correct, loss_sum, cost_sum = 0, 0, 0.0, 0.0
@@ -91,10 +97,13 @@ def run_epoch(model: nn.Module, loader: DataLoader, device: torch.device,
             loss = F.cross_entropy(logits, targets)
             if training:
                 objective = loss
-                if cost_weight > 0 and isinstance(model, ODiMO):
+                weight = cost_weight if target is None else target.weight
+                if (weight > 0 or target is not None) and isinstance(model, ODiMO):
                     cost = model.cost
-                    objective = loss + cost_weight * cost.to(loss.dtype)
+                    objective = loss + weight * cost.to(loss.dtype)
                     cost_sum += float(cost.detach()) * targets.numel()
+                    if target is not None:
+                        target.observe(float(cost.detach()))
                 if not math.isfinite(float(objective.detach())):
                     raise Diverged(f"training diverged: loss is {float(objective.detach())}")
                 for optimizer in optimizers:
@@ -108,7 +117,7 @@ def run_epoch(model: nn.Module, loader: DataLoader, device: torch.device,
     if total == 0:
         raise RunFailure("the data loader produced no samples")
     metrics = {"loss": loss_sum / total, "accuracy": correct / total}
-    if training and cost_weight > 0:
+    if training and (cost_weight > 0 or target is not None):
         metrics["cost"] = cost_sum / total
     return metrics
 
@@ -125,6 +134,8 @@ class PhaseSpec:
     ``lr_schedule`` (see :func:`lr_factor`) drives the learning rate of the first optimizer (the
     weights'); the others keep theirs. With ``keep_best`` the phase ends on the weights of its epoch
     with the highest validation accuracy (the latest of equals), not on those of its last epoch.
+    With a ``cost_target`` lambda follows the target's multiplier step by step instead of
+    ``cost_weight_at`` (its state is checkpointed with the phase).
     """
 
     name: str
@@ -134,6 +145,7 @@ class PhaseSpec:
     on_epoch_start: Callable[[int], None] = lambda epoch: None
     lr_schedule: str = "constant"
     keep_best: bool = False
+    cost_target: CostTarget | None = None
 
 
 @dataclass
@@ -201,6 +213,8 @@ class PhaseRunner:
                 start = int(state["epoch"])
                 self.history = list(state["history"])
                 best = state.get("best")
+                if spec.cost_target is not None and state.get("cost_target") is not None:
+                    spec.cost_target.load_state_dict(state["cost_target"])
             except (KeyError, RuntimeError, ValueError, TypeError) as exc:  # e.g. another version's layout
                 reason = " ".join(str(exc).split())[:300]
                 raise RunFailure(f"checkpoint {path} does not fit this run ({type(exc).__name__}: {reason}); "
@@ -213,7 +227,10 @@ class PhaseRunner:
             cost_weight = spec.cost_weight_at(epoch)
             lr = optimizers[0].param_groups[0]["lr"] if optimizers else 0.0
             try:
-                train = run_epoch(self.model, self.train_loader, self.device, optimizers, cost_weight)
+                train = run_epoch(self.model, self.train_loader, self.device, optimizers, cost_weight,
+                                  spec.cost_target)
+                if spec.cost_target is not None:
+                    cost_weight = spec.cost_target.weight
             except Diverged as exc:
                 kept = f"; {path} keeps epoch {epoch}" if epoch else ""
                 raise Diverged(f"{spec.name} epoch {epoch + 1}: {exc}{kept}; try a lower lr or lambda") from exc
@@ -238,6 +255,7 @@ class PhaseRunner:
                                      "optimizers": [o.state_dict() for o in optimizers],
                                      "scheduler": None if scheduler is None else scheduler.state_dict(),
                                      "lr_schedule": schedule, "best": best,
+                                     "cost_target": spec.cost_target and spec.cost_target.state_dict(),
                                      "rng": torch.get_rng_state(), "epoch": epoch + 1,
                                      "loader_rng": None if self._shuffler() is None else self._shuffler().get_state(),
                                      "history": self.history, "fingerprint": self.fingerprint})

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import torch
 
+from odimo_moo.cost_target import CostTarget
 from odimo_moo.hookspecs import hookimpl
 from odimo_moo.recipe import Recipe
 from odimo_moo.strategy import Outcome, Strategy
@@ -31,9 +32,12 @@ class ODiMOSearch(Strategy):
         def optimizers() -> list[torch.optim.Optimizer]:
             return [weights_optimizer(model, recipe), assignment_optimizer(model, recipe)]
 
+        target = None
+        if recipe.cost_target > 0:
+            target = CostTarget(recipe.cost_target / model.reference_cost(), weight=recipe.cost_weight or 1.0)
         runner.run(PhaseSpec("search", recipe.search_epochs, optimizers, cost_weight_at=recipe.lambda_at,
                              on_epoch_start=lambda epoch: model.set_temperature(recipe.temperature_at(epoch)),
-                             lr_schedule=recipe.lr_schedule))
+                             lr_schedule=recipe.lr_schedule, cost_target=target))
         label = f"lambda={recipe.cost_weight:g}"
         if recipe.finetune_from == "warmup":
             mapping = {name: layer.unit_indices[layer.units_of_channels()].cpu()

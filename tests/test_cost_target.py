@@ -1,0 +1,54 @@
+"""Searching to a cost target: the Lagrange multiplier's update and a search that uses it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from odimo_moo.cost_target import CostTarget
+from odimo_moo.errors import UsageError
+from odimo_moo.recipe import Recipe
+from odimo_moo.registry import pick
+from odimo_moo.workbench import Setup, Workbench
+
+
+def test_multiplier_grows_above_the_target_and_shrinks_below():
+    target = CostTarget(0.5, weight=2.0, rate=0.1)
+    target.observe(math.log(0.5 * math.e ** 0.3))  # 0.3 above in log: lambda * exp(0.1 * 0.3)
+    assert target.weight == pytest.approx(2.0 * math.exp(0.03))
+    target.observe(math.log(0.5) - 5.0)  # far below: the excess is clipped to -1
+    assert target.weight == pytest.approx(2.0 * math.exp(0.03) * math.exp(-0.1))
+
+
+def test_multiplier_settles_where_the_cost_meets_the_target():
+    """A stand-in for the search: the relative cost falls as lambda grows, ln(cost) = -lambda / 4."""
+    target = CostTarget(0.3, weight=0.01)
+    for _ in range(2000):
+        target.observe(-target.weight / 4)
+    assert math.exp(-target.weight / 4) == pytest.approx(0.3, rel=0.02)
+
+
+def test_bad_targets_are_usage_errors():
+    with pytest.raises(UsageError, match="positive"):
+        CostTarget(0.0)
+    with pytest.raises(UsageError, match="cost_target must be >= 0"):
+        Recipe(cost_target=-1.0)
+
+
+def test_search_to_a_target_adapts_lambda_and_checkpoints_it(tmp_path):
+    bench = Workbench(Setup(data_limit=120, image_size=16, device="cpu", progress=False), cache_dir=tmp_path / "c")
+    strategy = pick(bench.registry.strategies(), "odimo", "strategy")
+    reference = bench.supernet(Recipe()).reference_cost()
+    params = {"warmup_epochs": 1, "search_epochs": 2, "finetune_epochs": 1, "batch_size": 16,
+              "cost_target": 0.7 * reference}
+    outcome = strategy.run(bench, params, tmp_path / "run")[0]
+    rows = json.loads(Path(outcome.artifacts["metrics_json"]).read_text())
+    lambdas = [row["lambda"] for row in rows if row["phase"] == "search"]
+    assert len(lambdas) == 2 and lambdas[0] != 1.0 and lambdas[0] != lambdas[1]  # adapted step by step
+    assert outcome.latency_cycles < reference
+    state = torch.load(tmp_path / "run" / "checkpoints" / "search.pt", weights_only=False)
+    assert state["cost_target"]["weight"] == pytest.approx(lambdas[-1])
