@@ -60,6 +60,8 @@ class CostTables:
         for column, units in enumerate(allowed):
             usable[list(units), column] = True
         usable &= torch.arange(width).view(1, 1, -1) <= table.out_channels.view(1, -1, 1).cpu()
+        soc.check_cycles(expanded, counts.expand(len(soc.units), -1), times.view(len(soc.units), -1),
+                         usable.view(len(soc.units), -1))
         times = torch.where(usable, times, torch.full_like(times, torch.inf))
         times[:, :, 0] = 0.0
         return times

@@ -196,5 +196,14 @@ class LayerTable:
     def __len__(self) -> int:
         return int(self.in_channels.shape[0])
 
+    def describe(self, row: int) -> str:
+        """Layer ``row`` in the CLI's ``--layer`` syntax (a linear layer reads as a 1x1 conv)."""
+        def value(name: str) -> int:
+            return int(getattr(self, name)[row])
+
+        return (f"conv2d in_channels={value('in_channels')} out_channels={value('out_channels')} "
+                f"kernel_size={value('kh')}x{value('kw')} output_size={value('ho')}x{value('wo')} "
+                f"stride={value('sh')}x{value('sw')} groups={value('groups')}")
+
     def to(self, device: torch.device | str) -> "LayerTable":
         return LayerTable(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})

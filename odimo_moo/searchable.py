@@ -296,7 +296,9 @@ class ODiMO(nn.Module):
         for column, fixed in enumerate(self.fixed_layers):
             counts[fixed.unit, column] = fixed.spec.out_channels
         with torch.no_grad():
-            costs = self.soc.layer_costs(self.soc.unit_cycles(table, counts))
+            cycles = self.soc.unit_cycles(table, counts)
+        self.soc.check_cycles(table, counts, cycles, counts > 0)
+        costs = self.soc.layer_costs(cycles)
         return {metric: float(costs[metric].sum()) for metric in METRICS}
 
     def _cost_on_default_units(self) -> dict[str, float]:

@@ -45,8 +45,10 @@ class ComputeUnit(ABC):
         return SameOp()
 
     def cycles(self, layers: LayerTable, n: torch.Tensor) -> torch.Tensor:
-        """Gated latency: exactly 0 when ``n == 0``, whatever the formula's constant terms."""
-        return (n > 0).to(n.dtype) * self.raw_cycles(layers, n)
+        """Gated latency: exactly 0 when ``n == 0``, whatever the formula gives there (constant terms,
+        or a division that is infinite at 0)."""
+        raw = self.raw_cycles(layers, n)
+        return torch.where(n > 0, raw, torch.zeros_like(raw))
 
 
 @dataclass(eq=False)
@@ -127,6 +129,19 @@ class SoC:
     def unit_cycles(self, layers: LayerTable, counts: torch.Tensor) -> torch.Tensor:
         """Per-unit cycles ``[K, L]`` for channel counts ``counts[k, l]``."""
         return torch.stack([unit.cycles(layers, counts[k]) for k, unit in enumerate(self.units)])
+
+    def check_cycles(self, layers: LayerTable, counts: torch.Tensor, cycles: torch.Tensor,
+                     used: torch.Tensor) -> None:
+        """Refuse cycle counts that are not finite and >= 0 where ``used`` (``[K, N]``, like
+        ``cycles`` and ``counts``; column ``j`` is layer ``layers[j]``): a formula's error names the SoC,
+        the unit, the layer, the channel count and the value, instead of becoming a result."""
+        bad = used & ~(torch.isfinite(cycles) & (cycles >= 0))
+        if not bool(bad.any()):
+            return
+        unit, column = (int(i) for i in torch.nonzero(bad)[0])
+        raise UsageError(f"SoC {self.name!r}: unit {self.units[unit].name!r} gives {float(cycles[unit, column]):g} "
+                         f"cycles for {int(counts[unit, column])} output channels of '{layers.describe(column)}'; "
+                         f"a cycle formula must give a finite number >= 0 for every layer the unit supports")
 
     def energy(self, unit_cycles: torch.Tensor, latency: torch.Tensor) -> torch.Tensor:
         """Energy in mW x cycles of layers whose units ran ``unit_cycles`` and that took ``latency``.

@@ -6,14 +6,14 @@ import argparse
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..layer_spec import LayerSpec, LayerTable, parse_layer_spec
 from ..registry import PluginRegistry, pick
-from ..soc import SoC
+
+if TYPE_CHECKING:  # torch-dependent: imported when the command runs, so that `odimo cost --help` is fast
+    from ..layer_spec import LayerSpec
+    from ..soc import SoC
 
 _COUNT = re.compile(r"^[0-9]+$")
 _EXAMPLE = "e.g. --split digital=10,analog=6"
@@ -96,13 +96,18 @@ class LayerCost:
         }
 
 
-@torch.no_grad()
 def layer_cost(soc: SoC, spec: LayerSpec, channels: dict[str, int]) -> LayerCost:
     """Hard-max latency, per-unit active + idle energy and the SoC's total energy of ``spec``."""
+    import torch
+
+    from ..layer_spec import LayerTable
+
     layers = LayerTable.from_specs([spec])
     counts = torch.tensor([[float(channels[name])] for name in soc.unit_names], dtype=torch.float64)
-    cycles = soc.unit_cycles(layers, counts)
-    costs = soc.layer_costs(cycles)
+    with torch.no_grad():
+        cycles = soc.unit_cycles(layers, counts)
+        soc.check_cycles(layers, counts, cycles, counts > 0)
+        costs = soc.layer_costs(cycles)
     latency = costs["latency"]
     unit_energy = {}
     for k, unit in enumerate(soc.units):
@@ -132,6 +137,8 @@ def _print_table(cost: LayerCost) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..layer_spec import parse_layer_spec
+
     registry = PluginRegistry.load(args.plugin)
     spec = parse_layer_spec(args.layer)
     soc: SoC = pick(registry.socs(), args.soc, "SoC")
