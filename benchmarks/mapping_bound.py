@@ -1,4 +1,4 @@
-"""Latency-only search vs the exact integer optimum and the ideal balanced lower bound (DESIGN 2.4).
+"""Latency-only search vs the exact integer optimum and the ideal balanced lower bound (docs/DESIGN.md 2.4).
 
 For every searched layer of each (SoC, model), summed over the searched layers (they run one after
 another):

@@ -2,7 +2,7 @@
 
 A candidate mapping (a genome, see :mod:`odimo_moo.mapping_search`) is scored without training: it
 is forced onto the supernet after the shared lambda-free warmup, whose random-split training makes
-it a one-shot accuracy proxy for any mapping (DESIGN 2.3), and scored by its validation accuracy and
+it a one-shot accuracy proxy for any mapping (docs/DESIGN.md 2.3), and scored by its validation accuracy and
 the network cost of the setup's metric. BatchNorm's running statistics were averaged over random
 splits during the warmup, so they do not fit any one mapping: before scoring, they are re-estimated
 under the forced mapping on a few fixed training batches (:func:`recalibrate_batchnorm`) and put

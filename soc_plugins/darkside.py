@@ -3,7 +3,7 @@
 The cluster runs standard convolutions, the DWE 3x3 depthwise ones, so depthwise layers outside the
 search space sit on the DWE and dense 3x3 layers with Cin == Cout are split between the two.
 
-Formulas and constants: DESIGN.md section 2.4. The cluster's im2col term is gated, so a layer with
+Formulas and constants: docs/DESIGN.md section 2.4. The cluster's im2col term is gated, so a layer with
 no channels on the cluster costs it nothing (the reference charged it anyway).
 """
 

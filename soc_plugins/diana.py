@@ -1,6 +1,6 @@
 """DIANA (22 nm): 16x16-PE 8-bit digital accelerator + 1152x512 ternary AIMC array, 260 MHz.
 
-Formulas and constants: DESIGN.md section 2.4. Checked against the reference numbers
+Formulas and constants: docs/DESIGN.md section 2.4. Checked against the reference numbers
 (16->16 3x3 conv at 32x32: 13,312 cycles digital, 5,811.2 analog) in tests/test_soc_costs.py.
 """
 

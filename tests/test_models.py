@@ -138,7 +138,7 @@ def _conv_table(model: nn.Module, input_size: tuple[int, int]) -> list[tuple]:
     return rows
 
 
-# The paper's search space at 32x32 with stem stride 2 (DESIGN 2.4): (name, in, out, k, stride, groups, HxW).
+# The paper's search space at 32x32 with stem stride 2 (docs/DESIGN.md 2.4): (name, in, out, k, stride, groups, HxW).
 # Searched: the 8 dense 3x3 convs blocks.{2,4,6..10,12}.conv; 5 dw + pw blocks, stem and fc fixed.
 DARKSIDE_32 = [
     ("stem.0", 3, 32, 3, 2, 1, (16, 16)),
@@ -269,7 +269,7 @@ def test_darkside_all_cluster_float_equals_plain_model(models: dict, socs: dict,
 
 
 def test_darkside_cycles_of_the_first_searched_layer(socs: dict) -> None:
-    """blocks.2.conv: 128 -> 128, 3x3, output 8x8 (32x32 input, stem stride 2). DESIGN 2.4:
+    """blocks.2.conv: 128 -> 128, 3x3, output 8x8 (32x32 input, stem stride 2). docs/DESIGN.md 2.4:
 
     cluster, n channels: ceil(8/2)*ceil(8/8) * (2*9*128 + ceil(n/4)*(14*ceil(9*128/4) + 15))
         = 4 * (2304 + ceil(n/4)*(14*288 + 15)) = 4 * (2304 + ceil(n/4)*4047)

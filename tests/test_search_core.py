@@ -61,7 +61,7 @@ def test_darkside_splits_exactly_the_eight_dense_blocks(socs):
 
 
 def test_diana_resnet20_matches_reference_cycle_counts(socs):
-    """DESIGN 2.4: whole ResNet-20 all-digital 257,673 cycles; all-analog 88,121; first/last digital 86,964."""
+    """docs/DESIGN.md 2.4: whole ResNet-20 all-digital 257,673 cycles; all-analog 88,121; first/last digital 86,964."""
     build, shape = MODELS["resnet20"]
     model = ODiMO(build(), socs["diana"], shape)
     names = model.split_names

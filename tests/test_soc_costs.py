@@ -1,4 +1,4 @@
-"""DIANA and Darkside cost formulas against values computed by hand (DESIGN.md section 2.4).
+"""DIANA and Darkside cost formulas against values computed by hand (docs/DESIGN.md section 2.4).
 
 Every expected value is written out as the formula instantiated with the layer's numbers, so a
 reader can check the arithmetic without running anything.
@@ -46,7 +46,7 @@ def darkside():
 # --- DIANA digital: ceil((n/groups)/16) * Cin * ceil(Wo/16) * Ho * kx*ky + gate(n) * Ho*Wo*(n + Cin)/8
 
 DIANA_DIGITAL = [
-    # DESIGN reference: 16->16 at 32x32, 3x3, all digital = 13,312
+    # docs/DESIGN.md reference: 16->16 at 32x32, 3x3, all digital = 13,312
     (conv(16, 16, 3, 32), 16, ceil(16 / 16) * 16 * ceil(32 / 16) * 32 * 9 + 32 * 32 * (16 + 16) / 8),
     (conv(64, 64, 3, 8), 40, ceil(40 / 16) * 64 * ceil(8 / 16) * 8 * 9 + 8 * 8 * (40 + 64) / 8),
     (conv(64, 64, 3, 8), 1, ceil(1 / 16) * 64 * ceil(8 / 16) * 8 * 9 + 8 * 8 * (1 + 64) / 8),

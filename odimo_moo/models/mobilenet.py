@@ -4,7 +4,7 @@ MobileNetV1 is a 3x3 stem conv followed by 13 depthwise-separable blocks (3x3 de
 pointwise conv). Eight of them have stride 1 and equal input and output channel counts; the Darkside
 search spaces change only those eight ("same-shape") positions:
 
-* :func:`mobilenetv1_darkside` -- the ODiMO paper's search space (DESIGN.md 2.4): the WHOLE block
+* :func:`mobilenetv1_darkside` -- the ODiMO paper's search space (docs/DESIGN.md 2.4): the WHOLE block
   (depthwise + pointwise) is replaced by ONE dense 3x3 conv Cin -> Cout (+ BN + ReLU), with no
   pointwise conv after it. The Darkside SoC plugin splits its output channels between the cluster
   (dense 3x3) and the depthwise engine (bare 3x3 depthwise). The other 5 blocks keep dw + pw.
