@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..registry import PluginRegistry, Registered
-from ..soc import SoC
+
+if TYPE_CHECKING:
+    from ..soc import SoC
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def energy_model(soc: SoC) -> str:
     """``active_idle`` for the default energy model, else the overriding method's qualified name."""
+    from ..soc import SoC
+
     method = type(soc).energy
     return "active_idle" if method is SoC.energy else f"custom ({method.__qualname__})"
 

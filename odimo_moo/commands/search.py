@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from ..checkpoint import check_writable
 from ..errors import UsageError
 from ..registry import pick
 from .common import add_setup_options, build_setup, out_dir, parse_assignments
@@ -48,6 +47,7 @@ def folder_lock(folder: Path) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import check_writable
     from ..workbench import Workbench
 
     if args.cost_weight < 0:

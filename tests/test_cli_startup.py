@@ -1,0 +1,117 @@
+"""The ``odimo`` entry point: --help and --version without torch, each command's parser built only when
+it is used, and the exit codes --help documents (130 on Ctrl-C, through the real console script)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from odimo_moo import cli
+from odimo_moo.cli import main
+
+ODIMO = Path(sys.executable).parent / "odimo"
+
+# Records the PyTorch threads the strategy runs with, then (ODIMO_TEST_CTRL_C) sends itself SIGINT.
+PROBE = '''
+import json, os, signal
+import torch
+from odimo_moo import hookimpl
+from odimo_moo.strategy import Outcome, Strategy
+
+
+class ThreadProbe(Strategy):
+    name = "threadprobe"
+
+    def run(self, bench, params, workdir):
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "threads.json").write_text(json.dumps(
+            {"intra": torch.get_num_threads(), "interop": torch.get_num_interop_threads()}))
+        if os.environ.get("ODIMO_TEST_CTRL_C"):
+            os.kill(os.getpid(), signal.SIGINT)
+        return [Outcome("threadprobe", 0.5, 0.5, 100.0, 1.0, {}, label="probe", seed=bench.setup.seed)]
+
+
+@hookimpl
+def odimo_register_strategies():
+    return [ThreadProbe()]
+'''
+
+
+@pytest.fixture()
+def probe(tmp_path: Path) -> Path:
+    plugin = tmp_path / "thread_probe.py"
+    plugin.write_text(textwrap.dedent(PROBE))
+    return plugin
+
+
+def command_argv(command: str, out: Path) -> list[str]:
+    """A run of ``command`` (search or compare) whose only method is the probe: no data, no training."""
+    if command == "search":
+        return ["search", "--strategy", "threadprobe", "--out", str(out), "--device", "cpu", "--no-progress"]
+    return ["compare", "--methods", "threadprobe", "--baselines", "threadprobe", "--out", str(out),
+            "--device", "cpu", "--no-progress"]
+
+
+def test_help_lists_every_command_and_the_exit_codes(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for name, help_text in cli.COMMANDS.items():
+        assert name in text and help_text.split()[0] in text
+    for code, meaning in cli.EXIT_CODES:
+        assert f"  {code:<4} {meaning}" in text
+
+
+def test_version_is_the_installed_distribution(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"odimo {importlib.metadata.version('odimo-moo')}\n"
+
+
+def test_each_command_module_builds_its_parser_with_the_listed_help():
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) == set(cli.COMMANDS) == set(cli.COMMAND_MODULES)
+    for name in cli.COMMANDS:  # building raises RuntimeError if the module's help differs from COMMANDS
+        assert commands[name].prog == f"odimo {name}"
+
+
+def test_help_and_version_do_not_import_torch():
+    """Every --help whose command does not need torch to define its options (search and compare do:
+    their Setup options come from odimo_moo.workbench, which imports torch), in one fresh process."""
+    script = textwrap.dedent('''
+        import sys
+        from odimo_moo.cli import main
+        for argv in (["--help"], ["--version"], ["plugins", "--help"], ["cost", "--help"], ["export", "--help"],
+                     ["run", "--help"], ["report", "--help"]):
+            try:
+                main(argv)
+            except SystemExit as exc:
+                assert exc.code == 0, (argv, exc.code)
+        heavy = sorted(m for m in ("torch", "torchvision", "sklearn", "matplotlib", "optuna", "pymoo")
+                       if m in sys.modules)
+        assert not heavy, heavy
+    ''')
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_console_script_exits_130_on_ctrl_c(tmp_path: Path, probe: Path):
+    """SIGINT during the work: exit 130 with one line, after the work done so far."""
+    out = tmp_path / "out"
+    env = {**os.environ, "ODIMO_TEST_CTRL_C": "1"}
+    result = subprocess.run([str(ODIMO), "--plugin", str(probe), *command_argv("search", out)],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "odimo search: interrupted; finished results are kept on disk\n"
+    assert (out / "threads.json").is_file()
