@@ -1,5 +1,6 @@
 """The ``odimo`` entry point: --help and --version without torch, each command's parser built only when
-it is used, and the exit codes --help documents (130 on Ctrl-C, through the real console script)."""
+it is used, --threads reaching PyTorch before any work, and the exit codes --help documents (130 on
+Ctrl-C, through the real console script)."""
 
 from __future__ import annotations
 
@@ -106,12 +107,35 @@ def test_help_and_version_do_not_import_torch():
     assert result.returncode == 0, result.stderr
 
 
-def test_console_script_exits_130_on_ctrl_c(tmp_path: Path, probe: Path):
-    """SIGINT during the work: exit 130 with one line, after the work done so far."""
+@pytest.mark.parametrize("command", ["search", "compare"])
+def test_threads_reach_torch_before_the_strategy_runs(tmp_path: Path, probe: Path, command: str):
+    torch.set_num_threads(1)
+    out = tmp_path / "out"
+    assert main(["--plugin", str(probe), *command_argv(command, out), "--threads", "2"]) == 0
+    assert json.loads(next(out.rglob("threads.json")).read_text())["intra"] == 2
+    torch.set_num_threads(2)
+    assert main(["--plugin", str(probe), *command_argv(command, tmp_path / "default")]) == 0
+    assert json.loads(next((tmp_path / "default").rglob("threads.json")).read_text())["intra"] == 1
+
+
+@pytest.mark.parametrize("command", ["search", "compare"])
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5", ""])
+def test_bad_thread_counts_are_usage_errors(tmp_path: Path, capsys, command: str, value: str):
+    with pytest.raises(SystemExit) as done:
+        main([*command_argv(command, tmp_path / "out"), "--threads", value])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--threads" in err and "whole number of threads >= 1" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_console_script_sets_both_thread_pools_and_exits_130_on_ctrl_c(tmp_path: Path, probe: Path):
+    """A fresh process: --threads sets the intra-op and the inter-op pool; SIGINT during the work
+    exits 130 with one line, after the work done so far."""
     out = tmp_path / "out"
     env = {**os.environ, "ODIMO_TEST_CTRL_C": "1"}
-    result = subprocess.run([str(ODIMO), "--plugin", str(probe), *command_argv("search", out)],
+    result = subprocess.run([str(ODIMO), "--plugin", str(probe), *command_argv("search", out), "--threads", "3"],
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 130, result.stderr
     assert result.stderr == "odimo search: interrupted; finished results are kept on disk\n"
-    assert (out / "threads.json").is_file()
+    assert json.loads((out / "threads.json").read_text()) == {"intra": 3, "interop": 3}

@@ -1,5 +1,8 @@
 """Options and helpers shared by the subcommands that train (search, run, compare).
 
+``--threads`` (:func:`add_threads_option`, :func:`apply_threads`) is how many CPU threads PyTorch
+uses: it changes how fast, not what, is trained, so it is a plain option and not a Setup field.
+
 The problem instance (:class:`odimo_moo.workbench.Setup`) comes from the command line through ONE
 pair of functions: :func:`add_setup_options` defines an option for every Setup field (and refuses to
 build a parser that misses one), :func:`build_setup` reads them back, driven by
@@ -138,6 +141,49 @@ def build_setup(args: argparse.Namespace, base: Mapping[str, Any] | None = None,
     if "plugins" in base and "plugins" in given and "plugins" not in overrides:
         values["plugins"] = tuple(base["plugins"]) + tuple(given["plugins"])
     return Setup(**{name: _coerce(name, value) for name, value in values.items()})
+
+
+#: ``--threads`` when not given: one PyTorch CPU thread, on every machine (see :data:`THREADS_HELP`).
+DEFAULT_THREADS = 1
+THREADS_HELP = (
+    "PyTorch CPU threads for training (default 1 on every machine, as the packaged studies use: on a "
+    "shared 2-core machine PyTorch's default of one per core made one-lambda searches take 11-163 s, one "
+    "thread 10.7-17.2 s; and one thread keeps the wall times that reports and compare's matched budget "
+    "use repeatable). On a dedicated machine, give the number of its idle cores.")
+
+
+def thread_count(text: str) -> int:
+    """The argparse type of ``--threads``: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads >= 1, e.g. --threads 1; got "
+                                         f"{text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads >= 1, e.g. --threads 1; got {value}")
+    return value
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` (default :data:`DEFAULT_THREADS`), for a command that trains."""
+    parser.add_argument("--threads", type=thread_count, default=DEFAULT_THREADS, metavar="N", help=THREADS_HELP)
+
+
+def apply_threads(count: int) -> None:
+    """Make this process's PyTorch use ``count`` CPU threads; call it before any torch work.
+
+    Sets the intra-op threads (every op of training runs on them) and the inter-op pool. PyTorch fixes
+    the inter-op pool for good once a process has used or set it, so an in-process second command
+    (tests, notebooks) keeps the first command's pool; the intra-op count always follows ``count``.
+    """
+    import torch
+
+    torch.set_num_threads(count)
+    if torch.get_num_interop_threads() != count:
+        try:
+            torch.set_num_interop_threads(count)
+        except RuntimeError:  # the pool is already fixed for this process (see above)
+            pass
 
 
 def out_dir(path: str) -> Path:

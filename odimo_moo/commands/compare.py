@@ -41,7 +41,8 @@ from ..recipe import DEFAULT_LAMBDAS, Recipe
 from ..registry import PluginRegistry, pick
 from ..strategy import Outcome, Strategy
 from ..workbench import Setup, Workbench
-from .common import add_setup_options, build_setup, out_dir, parse_assignments, setup_fields, setup_values
+from .common import (add_setup_options, add_threads_option, apply_threads, build_setup, out_dir, parse_assignments,
+                     setup_fields, setup_values)
 
 DEFAULT_METHODS = ("odimo", "evolutionary", "random_mapping", "heuristic")
 BUDGETS = ("fixed", "matched")
@@ -120,6 +121,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--results-md", default=None, metavar="FILE",
                         help="write (or replace) this comparison's section of a markdown results file")
     parser.add_argument("--json", action="store_true", help="print compare.json instead of a table")
+    add_threads_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -445,6 +447,7 @@ def _budgets(folders: Sequence[Path]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the methods (or read --from folders), then write and print the report."""
+    apply_threads(args.threads)
     plan = resolve_plan(args)
     if args.sources:
         folders = [out_dir(s) for s in args.sources]

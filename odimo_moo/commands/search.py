@@ -12,7 +12,7 @@ from typing import Iterator
 
 from ..errors import UsageError
 from ..registry import pick
-from .common import add_setup_options, build_setup, out_dir, parse_assignments
+from .common import add_setup_options, add_threads_option, apply_threads, build_setup, out_dir, parse_assignments
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="training parameter, e.g. --set search_epochs=10 --set parametrization=softmax")
     parser.add_argument("--out", default=None, help="output folder (default: runs/search-<soc>-<model>-<lambda>)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_threads_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -47,11 +48,13 @@ def folder_lock(folder: Path) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cost_weight < 0:
+        raise UsageError(f"--lambda must be >= 0, got {args.cost_weight}")
+    apply_threads(args.threads)
+
     from ..checkpoint import check_writable
     from ..workbench import Workbench
 
-    if args.cost_weight < 0:
-        raise UsageError(f"--lambda must be >= 0, got {args.cost_weight}")
     params = parse_assignments(args.set)
     params["lambda"] = args.cost_weight
     setup = build_setup(args)
