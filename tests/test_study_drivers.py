@@ -31,13 +31,14 @@ TRIAL_LOG = "ODIMO_TOY_TRIAL_LOG"
 class ToyStrategy(Strategy):
     """Accuracy falls and latency drops as lambda grows; diverges from lambda 8e-4. Every call is
     appended to ``<workdir>/attempts.txt``; ``interrupt_at`` raises KeyboardInterrupt on the first
-    attempt at that lambda; ``sleep_s`` makes a trial take time."""
+    attempt at that lambda, ``stall_at`` sleeps a minute there (a trial to kill); ``sleep_s`` makes
+    a trial take time."""
 
     name = "toy"
     description = "instant outcomes computed from lambda (tests of the study drivers)"
 
     def defaults(self) -> dict[str, Any]:
-        return {"sleep_s": 0.0, "interrupt_at": -1.0}
+        return {"sleep_s": 0.0, "interrupt_at": -1.0, "stall_at": -1.0}
 
     def run(self, bench: Any, params: Mapping[str, Any], workdir: Path) -> list[Outcome]:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -46,6 +47,8 @@ class ToyStrategy(Strategy):
             handle.write(f"{os.getpid()} {lam!r}\n")
         attempts = len((workdir / "attempts.txt").read_text().splitlines())
         time.sleep(float(params.get("sleep_s", 0.0)))
+        if lam == float(params.get("stall_at", -1.0)) and attempts == 1:
+            time.sleep(60.0)
         if lam >= DIVERGE_FROM:
             raise Diverged("training diverged: loss is nan")
         if lam == float(params.get("interrupt_at", -1.0)) and attempts == 1:

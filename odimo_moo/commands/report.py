@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import sys
 from pathlib import Path
+from typing import Any
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -15,13 +19,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "reference point), all_trials.csv, pareto_latency.png, pareto_energy.png (fronts\n"
                     "highlighted per driver, all trials dimmed, baselines.json of the study folder as\n"
                     "stars) and mapping_trial<N>.png (channels per unit of every searched layer), then\n"
-                    "print the front. Fronts use test accuracy; the samplers only see validation accuracy.\n\n"
-                    "A study is an ordinary Optuna storage, so optuna-dashboard works on it too:\n"
-                    "  optuna-dashboard sqlite:///runs/quickstart/study.db",
+                    "print the front. Fronts show and are chosen on test accuracy, as in the paper; the\n"
+                    "samplers (and optuna-dashboard's front) only see validation accuracy, so the search\n"
+                    "never sees the test split. Trials that break the study's constraints are marked\n"
+                    "infeasible and kept off the fronts. A front trial whose work folder is absent here is\n"
+                    "read from the study's artifact store into OUT/trials/<N>/.\n\n"
+                    "A study is an ordinary Optuna storage, so optuna-dashboard works on it too\n"
+                    "(pip install 'odimo-moo[dashboard]'):\n"
+                    "  optuna-dashboard sqlite:///runs/quickstart/study.db --artifact-dir runs/quickstart/artifacts",
         epilog="examples:\n"
                "  odimo report                       # the quickstart study in runs/quickstart\n"
                "  odimo report runs/my-study --point 4\n"
-               "  odimo report --storage postgresql+psycopg2://user@db-host/odimo --study my-study --out rep")
+               "  odimo report --storage postgresql+psycopg2://user@db-host/odimo --study my-study --out rep\n"
+               "  odimo report --storage /shared/studies/my.log --artifacts /shared/runs/my/artifacts --json")
     parser.add_argument("study", nargs="?", default=None, metavar="STUDY_OR_OUT_DIR",
                         help="study YAML file, packaged study name or output folder of `odimo run` "
                              "(default: quickstart)")
@@ -31,6 +41,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default=None, metavar="DIR", help="where to write (default: the study's folder)")
     parser.add_argument("--point", type=int, default=None, metavar="TRIAL",
                         help="trial whose mapping to plot (default: the most accurate Pareto point)")
+    parser.add_argument("--artifacts", default=None, metavar="DIR",
+                        help="the study's artifact store, for front trials whose folder is absent here "
+                             "(default: the study's artifacts folder)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the report (fronts, hypervolumes, feasibility, files) as JSON on stdout; "
+                             "the table goes to stderr")
     parser.set_defaults(handler=run)
 
 
@@ -49,21 +65,54 @@ def _from_config(ref: str | None, plugins: list[str]) -> tuple[str, str | None, 
 
 
 def run(args: argparse.Namespace) -> int:
+    stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        document = _report(args)
+    if args.json:
+        print(json.dumps(document, indent=2), file=stdout)
+    return 0
+
+
+def _storage_of(args: argparse.Namespace) -> tuple[str, str | None, Path | None]:
+    """Storage URL, study name and study folder the arguments name."""
+    from ..errors import UsageError
+    from ..study import storage_url
+
+    if args.storage:
+        try:
+            return storage_url.normalize(args.storage), args.study_name, None
+        except ValueError as exc:
+            raise UsageError(f"--storage {exc}") from None
+    if args.study_name:
+        raise UsageError("--study needs --storage (a study file or folder names its own study)")
+    return _from_config(args.study, args.plugin)
+
+
+def _artifact_folder(args: argparse.Namespace, study: Any) -> Path | None:
+    """The artifact store's folder: --artifacts, else the one the study was created with."""
+    from ..study.storage import CONFIG_ATTR
+
+    if args.artifacts:
+        return Path(args.artifacts).expanduser()
+    stored = (study.user_attrs.get(CONFIG_ATTR) or {}).get("artifacts")
+    return Path(stored) if isinstance(stored, str) else None
+
+
+def _report(args: argparse.Namespace) -> dict[str, Any]:
+    """Write the report; print its table (stdout); return its JSON document."""
     import optuna
 
     from ..errors import UsageError
-    from ..study.report import build_report, format_table, load_baselines, write_report
+    from ..study.artifact_store import open_store
+    from ..study.report import build_report, fetch_absent_trials, format_table, load_baselines, write_report
     from ..study.storage import OUT_ATTR, open_storage, quiet_optuna
+    from ..study.storage_url import local_file
 
     quiet_optuna()
-    if args.storage:
-        url, name, folder = args.storage, args.study_name, None
-    elif args.study_name:
-        raise UsageError("--study needs --storage (a study file or folder names its own study)")
-    else:
-        url, name, folder = _from_config(args.study, args.plugin)
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
-        raise UsageError(f"no study database at {url[len('sqlite:///'):]}; run `odimo run` first")
+    url, name, folder = _storage_of(args)
+    file = local_file(url)
+    if file is not None and not file.is_file():
+        raise UsageError(f"no study database at {file}; run `odimo run` first")
     storage = open_storage(url)
     names = optuna.get_all_study_names(storage)
     if name is None and len(names) == 1:
@@ -76,7 +125,10 @@ def run(args: argparse.Namespace) -> int:
         folder = Path(study.user_attrs[OUT_ATTR])
     out = Path(args.out).expanduser() if args.out else (folder or Path("runs") / name)
     report = build_report(study, url, load_baselines(folder) if folder and folder.is_dir() else [])
+    artifacts = _artifact_folder(args, study)
+    if artifacts is not None and artifacts.is_dir():
+        report = fetch_absent_trials(report, study, storage, open_store(artifacts), out)
     paths = write_report(report, out, args.point)
     print(format_table(report))
     print(f"report in {out}: " + ", ".join(path.name for path in paths.values()))
-    return 0
+    return {**report.to_dict(), "out": str(out), "files": {key: str(path) for key, path in paths.items()}}

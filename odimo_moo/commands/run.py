@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import sys
 import time
 from typing import Any, Callable
 
@@ -20,14 +23,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "study's cost metrics; driver: pymoo runs pymoo's NSGA-II instead.\n\n"
                     "Re-running a study resumes it: finished trials are kept, an interrupted trial resumes\n"
                     "from its checkpoints, and --set trials=N extends it. Several processes given the same\n"
-                    "PostgreSQL --storage share one study and its trial budget; a trial whose worker dies\n"
-                    "is retried after the heartbeat grace period. At the end the report of `odimo report`\n"
+                    "PostgreSQL --storage (or one journal file on a shared file system) share one study and\n"
+                    "its trial budget; a trial whose worker dies is retried. A study's constraints (e.g.\n"
+                    "constraints: {latency_cycles: {max: 20000}}) steer the sampler and keep infeasible\n"
+                    "trials off the report's fronts. Each trial's files go to an Optuna artifact store\n"
+                    "(<out>/artifacts) that optuna-dashboard shows. At the end the report of `odimo report`\n"
                     "is written to the output folder.",
         epilog="examples:\n"
                "  odimo run                                  # packaged quickstart: DIANA, resnet8, digits\n"
                "  odimo run studies/my.yaml --set trials=3 --out runs/try\n"
                "  odimo run my.yaml --set search_space.lambda=[1.0e-7,1.0e-4] --set training.search_epochs=2\n"
                "  odimo run my.yaml --storage postgresql+psycopg2://user@db-host/odimo   # on every worker\n"
+               "  odimo run my.yaml --storage /shared/studies/my.log      # a journal file on a shared file system\n"
+               "  odimo run my.yaml --set constraints.latency_cycles.max=20000 --json > summary.json\n"
                f"\npackaged studies: {', '.join(packaged_studies())}")
     parser.add_argument("study", nargs="?", default=None, metavar="STUDY",
                         help="study YAML file, or the name of a packaged study (default: quickstart)")
@@ -35,11 +43,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="override a study key (dotted for nested keys; the value is YAML); repeatable")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/<study name>)")
     parser.add_argument("--storage", default=None, metavar="URL",
-                        help="Optuna storage as a SQLAlchemy URL (default: sqlite:///<out>/study.db)")
+                        help="Optuna storage: a SQLAlchemy URL, or a journal file (PATH.log, PATH.journal or "
+                             "journal:///PATH) (default: sqlite:///<out>/study.db)")
     parser.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"),
                         help="device for training (default: the study's, auto)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON summary on stdout (study, trials, fronts, files); everything else "
+                             "goes to stderr")
     parser.set_defaults(handler=run)
 
 
@@ -60,10 +72,45 @@ DRIVERS: dict[str, Callable[[Any, bool], Any]] = {"optuna": _run_optuna, "pymoo"
 
 
 def run(args: argparse.Namespace) -> int:
+    stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        summary = _run(args)
+    if args.json:
+        print(json.dumps(summary, indent=2), file=stdout)
+    return 0
+
+
+def dashboard_command(config: Any) -> str:
+    """The optuna-dashboard command line that shows the study and its artifacts."""
+    from ..study.storage_url import for_dashboard
+
+    artifacts = f" --artifact-dir {config.artifacts}" if config.artifacts is not None else ""
+    return f"optuna-dashboard {for_dashboard(config.storage)}{artifacts}"
+
+
+def _next_steps(config: Any, study_ref: str | None, finished: int, ran: int) -> str:
+    """What to do next: extend a complete study that ran nothing now, browse it with optuna-dashboard."""
+    import importlib.util
+
+    lines = []
+    if ran == 0 and finished >= config.trials:
+        again = " ".join(["odimo run", *([study_ref] if study_ref else []), f"--set trials={2 * config.trials}"])
+        lines.append(f"study {config.name} is complete: its {config.trials} trials are finished and none was "
+                     f"left to run; to extend it, run `{again}` (any trials=N above {config.trials})")
+    install = "" if importlib.util.find_spec("optuna_dashboard") else \
+        " (install it with: pip install 'odimo-moo[dashboard]')"
+    lines.append(f"browse the study with `{dashboard_command(config)}`{install}")
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the study; print progress and the report (stdout); return the JSON summary."""
     import yaml
 
     from ..checkpoint import atomic_write_bytes, check_writable
     from ..study.config import load_study
+    from ..study.constraints import to_spec
+    from ..study.ledger import Ledger
     from ..study.report import build_report, format_table, load_baselines, write_report
     from .common import parse_assignments
 
@@ -73,19 +120,34 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             overrides[key] = value
     config = load_study(args.study, overrides, plugins=args.plugin)
-    for folder in (config.out, config.out / "warmup-cache"):  # fail now, not after hours of training
+    folders = [config.out, config.out / "warmup-cache"] + ([config.artifacts] if config.artifacts else [])
+    for folder in folders:  # fail now, not after hours of training
         check_writable(folder)
     atomic_write_bytes(config.out / "study.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
+    objectives = ", ".join(f"{name} ({'max' if i == 0 else 'min'})" for i, name in enumerate(config.objective_names()))
+    constraints = ", ".join(c.describe() for c in config.constraints) or "none"
     print(f"study {config.name}: {config.trials} trials of {config.strategy} on {config.soc}/{config.model}/"
-          f"{config.dataset}, driver {config.driver} ({config.sampler.name}), objectives accuracy and "
-          f"{' and '.join(config.metrics)}\n  storage {config.storage}\n  output  {config.out}", flush=True)
-    study = DRIVERS[config.driver](config, progress=not args.no_progress)
-    if args.no_report:
-        return 0
-    report = build_report(study, config.storage, load_baselines(config.out))
-    paths = write_report(report, config.out)
-    print(format_table(report))
-    print(f"report in {config.out}: " + ", ".join(path.name for path in paths.values()))
-    print(f"finished in {time.time() - started:.0f} s; browse the study with "
-          f"`optuna-dashboard {config.storage}` or rerun to resume/extend it")
-    return 0
+          f"{config.dataset}, driver {config.driver} ({config.sampler.name})\n  objectives  {objectives}\n"
+          f"  constraints {constraints}\n  storage     {config.storage}\n  output      {config.out}", flush=True)
+    result = DRIVERS[config.driver](config, progress=not args.no_progress)
+    trials = result.study.get_trials(deepcopy=False)
+    finished = Ledger.of(trials, config.driver).finished
+    states = [t.state.name for t in trials]
+    summary: dict[str, Any] = {
+        "study": config.name, "storage": config.storage, "out": str(config.out), "driver": config.driver,
+        "sampler": config.sampler.name, "objectives": config.objective_names(),
+        "constraints": to_spec(config.constraints),
+        "artifacts": str(config.artifacts) if config.artifacts is not None else None,
+        "trials": {"budget": config.trials, "finished": finished, "ran_now": result.ran,
+                   "states": {state: states.count(state) for state in sorted(set(states))}},
+        "complete": finished >= config.trials, "report": None, "dashboard": dashboard_command(config)}
+    if not args.no_report:
+        report = build_report(result.study, config.storage, load_baselines(config.out))
+        paths = write_report(report, config.out)
+        print(format_table(report))
+        print(f"report in {config.out}: " + ", ".join(path.name for path in paths.values()))
+        summary["report"] = {**report.to_dict(), "files": {key: str(path) for key, path in paths.items()}}
+    summary["wall_s"] = round(time.time() - started, 3)
+    print(f"finished in {summary['wall_s']:.0f} s")
+    print(_next_steps(config, args.study, finished, result.ran))
+    return summary

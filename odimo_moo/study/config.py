@@ -21,6 +21,9 @@ import yaml
 
 from ..errors import OdimoError, UsageError
 from ..strategy import COST_FIELDS
+from . import constraints as constraint_rules
+from . import storage_url
+from .constraints import Constraint
 
 DRIVERS = ("optuna", "pymoo")
 METRIC_NAMES = ("latency", "energy")
@@ -46,7 +49,8 @@ SAMPLER_SETTINGS: dict[str, dict[str, dict[str, type]]] = {
 TOP_LEVEL_KEYS = ("name", "soc", "model", "dataset", "data_root", "data_limit", "image_size", "download",
                   "val_fraction",
                   "exclude", "metrics", "strategy", "training", "search_space", "driver", "sampler", "enqueue",
-                  "trials", "storage", "out", "seed", "device", "threads", "plugins", "heartbeat")
+                  "trials", "storage", "out", "seed", "device", "threads", "plugins", "heartbeat", "constraints",
+                  "artifacts")
 REQUIRED_KEYS = ("soc", "model", "dataset", "search_space")
 HEARTBEAT_KEYS = ("interval", "grace", "max_retry")
 
@@ -105,7 +109,8 @@ class Heartbeat:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """A validated study. Paths are absolute; ``storage`` is a SQLAlchemy URL."""
+    """A validated study. Paths are absolute; ``storage`` is a SQLAlchemy URL or ``journal:///PATH``
+    (:mod:`.storage_url`); ``artifacts`` is the folder of the Optuna artifact store (None: off)."""
 
     name: str
     soc: str
@@ -132,6 +137,12 @@ class StudyConfig:
     threads: int | None = None
     plugins: tuple[str, ...] = ()
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    constraints: tuple[Constraint, ...] = ()
+    artifacts: Path | None = None
+
+    def objective_names(self) -> list[str]:
+        """Names of the study's objectives, in Optuna's order: validation accuracy, then the costs."""
+        return ["val_accuracy"] + [COST_FIELDS[m] for m in self.metrics]
 
     def setup(self, progress: bool = True) -> Any:
         """The :class:`~odimo_moo.workbench.Setup` every trial of the study shares; the first metric
@@ -144,13 +155,17 @@ class StudyConfig:
                      device=self.device, plugins=self.plugins, exclude=self.exclude, progress=progress)
 
     def identity(self) -> dict[str, Any]:
-        """What defines the optimisation problem: trials of one study must agree on all of it."""
-        return json.loads(json.dumps({
+        """What defines the optimisation problem: trials of one study must agree on all of it
+        (constraints included, when there are any: each trial stores its constraint values)."""
+        identity = {
             "soc": self.soc, "model": self.model, "dataset": self.dataset, "data_limit": self.data_limit,
             "image_size": self.image_size, "val_fraction": self.val_fraction, "exclude": list(self.exclude),
             "metrics": list(self.metrics), "strategy": self.strategy, "training": self.training, "seed": self.seed,
             "search_space": {p.name: p.to_spec() for p in self.search_space},
-        }, sort_keys=True))
+        }
+        if self.constraints:
+            identity["constraints"] = constraint_rules.to_spec(self.constraints)
+        return json.loads(json.dumps(identity, sort_keys=True))
 
     def to_dict(self) -> dict[str, Any]:
         """The study in the YAML schema (loading it back gives an equal config)."""
@@ -166,6 +181,8 @@ class StudyConfig:
             "out": str(self.out), "seed": self.seed, "device": self.device, "threads": self.threads,
             "plugins": list(self.plugins),
             "heartbeat": dataclasses.asdict(self.heartbeat),
+            "constraints": constraint_rules.to_spec(self.constraints),
+            "artifacts": str(self.artifacts) if self.artifacts is not None else False,
         }
 
 
@@ -622,10 +639,26 @@ def _storage_url(raw: Any, out: Path, problems: _Problems) -> str:
     if raw is None:
         return f"sqlite:///{out / 'study.db'}"
     url = _typed(raw, "storage", str, problems)
-    if url is not None and "://" not in url:
-        problems.add("storage", f"must be a SQLAlchemy URL such as sqlite:///study.db or "
-                                f"postgresql+psycopg2://user@host/db, got {url!r}")
-    return url or ""
+    if url is None:
+        return ""
+    try:
+        return storage_url.normalize(url)
+    except ValueError as exc:
+        problems.add("storage", str(exc))
+        return url
+
+
+def _artifacts(raw: Any, out: Path, problems: _Problems) -> Path | None:
+    """The artifact store's folder: ``<out>/artifacts`` by default, a path, or false (none)."""
+    if raw is None:
+        return out / "artifacts"
+    if raw is False:
+        return None
+    if not isinstance(raw, str) or not raw.strip():
+        problems.add("artifacts", f"must be a folder for the trials' artifact store, or false for none; "
+                                  f"got {raw!r}")
+        return None
+    return Path(raw).expanduser().resolve()
 
 
 def validate(raw: Mapping[str, Any], source: str = "study", *, extra_plugins: Sequence[str] = (),
@@ -703,7 +736,9 @@ def validate(raw: Mapping[str, Any], source: str = "study", *, extra_plugins: Se
         exclude=_string_list(raw.get("exclude"), "exclude", problems), metrics=metrics, strategy=strategy,
         training=training, driver=driver, sampler=_sampler(raw.get("sampler"), driver, problems),
         enqueue=enqueue, trials=trials, seed=_optional(raw, "seed", int, 0, problems), device=device,
-        threads=threads, plugins=plugins, heartbeat=_heartbeat(raw.get("heartbeat"), problems))
+        threads=threads, plugins=plugins, heartbeat=_heartbeat(raw.get("heartbeat"), problems),
+        constraints=constraint_rules.parse(raw.get("constraints"), problems),
+        artifacts=_artifacts(raw.get("artifacts"), out, problems))
     if problems.lines:
         count = len(problems.lines)
         raise UsageError(f"{source}: {count} problem{'s' if count > 1 else ''}:\n  " + "\n  ".join(problems.lines))

@@ -1,24 +1,49 @@
 """The Optuna objective both drivers run: one trial = one strategy run, recorded in the storage.
 
-A diverged training is recorded as FAIL (the study goes on); any other exception, Ctrl-C included,
-first queues a copy of the trial so that the next run resumes it in the same work folder.
+A finished trial stores its outcome as user attributes, its constraint values (``set_constraint``,
+and the user attributes ``constraints`` and ``feasible``) and uploads its files to the study's
+artifact store. A diverged training is recorded as FAIL (the study goes on); any other exception,
+Ctrl-C included, first queues a copy of the trial so that the next run resumes it in the same work
+folder.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import optuna
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
 from ..training import Diverged
+from .artifact_store import MAPPING_PLOT, open_store, trial_files, upload_trial_files
 from .config import StudyConfig
+from .constraints import is_feasible, violations
 from .ledger import DIVERGED, DRIVER, FAILURE, SURPLUS, Ledger, work_number
 from .space import suggest
 from .storage import retry_callback
 from .trial_runner import TrialRunner
+from .workers import WORKER_ATTR, this_worker
 
 FIXED = "fixed"
+CONSTRAINTS_ATTR = "constraints"
+FEASIBLE_ATTR = "feasible"
+
+
+@dataclass(frozen=True)
+class DriverRun:
+    """What a driver hands back: the study, and how many trials this process ran to their end
+    (complete or diverged)."""
+
+    study: optuna.Study
+    ran: int
+
+
+def artifact_store_of(config: StudyConfig) -> FileSystemArtifactStore | None:
+    """The study's artifact store, None when ``artifacts: false``."""
+    return None if config.artifacts is None else open_store(config.artifacts)
 
 
 class SurplusTrial(Exception):
@@ -31,16 +56,20 @@ def describe(params: Mapping[str, Any]) -> str:
 
 
 class Objective:
-    """Callable for ``study.optimize``; ``budget`` (None: the driver counts) caps the driver's slots."""
+    """Callable for ``study.optimize``; ``budget`` (None: the driver counts) caps the driver's slots;
+    ``store`` (None: none) receives each finished trial's files."""
 
     def __init__(self, runner: TrialRunner, study: optuna.Study, config: StudyConfig, driver: str,
-                 budget: int | None, say: Callable[[str], None]) -> None:
+                 budget: int | None, say: Callable[[str], None],
+                 store: FileSystemArtifactStore | None = None) -> None:
         self.runner = runner
         self.study = study
         self.config = config
         self.driver = driver
         self.budget = budget
         self.say = say
+        self.store = store
+        self.ran = 0
 
     def _frozen(self, number: int) -> FrozenTrial:
         running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -52,8 +81,38 @@ class Objective:
         ledger = Ledger.of(self.study.get_trials(deepcopy=False), self.driver)
         return ledger.used_before(trial.number) >= self.budget
 
+    def _constrain(self, trial: optuna.Trial, attrs: Mapping[str, Any]) -> str:
+        """Store the trial's constraint values; returns '' or what makes it infeasible."""
+        if not self.config.constraints:
+            return ""
+        values = violations(self.config.constraints, attrs)
+        for key, value in values.items():
+            trial.set_constraint(key, value)
+        trial.set_user_attr(CONSTRAINTS_ATTR, values)
+        trial.set_user_attr(FEASIBLE_ATTR, is_feasible(values))
+        broken = [c.describe() for c in self.config.constraints if values[c.key] > 0]
+        return f"; infeasible (needs {', '.join(broken)})" if broken else ""
+
+    def _upload(self, trial: optuna.Trial, attrs: Mapping[str, Any], workdir: Path) -> None:
+        """Plot the trial's mapping into its work folder and upload its files to the artifact store."""
+        if self.store is None:
+            return
+        from .plots import plot_mapping
+        from .report import TrialRow
+
+        row = TrialRow(number=trial.number, state="COMPLETE", driver=self.driver, params=dict(attrs["params"]),
+                       accuracy=attrs["accuracy"], val_accuracy=attrs["val_accuracy"],
+                       latency_cycles=attrs["latency_cycles"], energy_uj=attrs["energy_uj"],
+                       channel_split=attrs["channel_split"])
+        try:
+            plot_mapping(row, workdir / MAPPING_PLOT)
+        except OSError as exc:
+            self.say(f"trial {trial.number}: could not plot its mapping ({exc.strerror or exc})")
+        upload_trial_files(self.store, trial, trial_files(attrs, workdir), self.say)
+
     def __call__(self, trial: optuna.Trial) -> list[float]:
         trial.set_user_attr(DRIVER, self.driver)
+        trial.set_user_attr(WORKER_ATTR, this_worker())
         frozen = self._frozen(trial.number)
         if self._surplus(frozen):
             trial.set_user_attr(FAILURE, SURPLUS)
@@ -70,16 +129,20 @@ class Objective:
             self.runner.notify(self.study.study_name, trial.number,
                                {"state": "FAIL", FAILURE: DIVERGED, "error": str(exc), "params": params})
             self.say(f"trial {trial.number}{resumed}: {describe(params)}: {exc}; recorded as FAIL")
+            self.ran += 1
             raise
         except BaseException:
             retry_callback(self.config.heartbeat)(self.study, self._frozen(trial.number))
             raise
         for key, value in record.attrs.items():
             trial.set_user_attr(key, value)
+        infeasible = self._constrain(trial, record.attrs)
+        self._upload(trial, record.attrs, Path(record.attrs["work_dir"]))
         self.runner.notify(self.study.study_name, trial.number,
                            {"state": "COMPLETE", "values": record.values, **record.attrs})
         attrs = record.attrs
-        self.say(f"trial {trial.number}{resumed}: {describe(params)}: accuracy {attrs['accuracy']:.4f} "
+        self.say(f"trial {trial.number}{resumed}: {describe(params)}: test accuracy {attrs['accuracy']:.4f} "
                  f"(val {attrs['val_accuracy']:.4f}), latency {attrs['latency_cycles']:,.0f} cycles, "
-                 f"energy {attrs['energy_uj']:.4g} uJ, {attrs['wall_time_s']:.1f} s")
+                 f"energy {attrs['energy_uj']:.4g} uJ, {attrs['wall_time_s']:.1f} s{infeasible}")
+        self.ran += 1
         return record.values

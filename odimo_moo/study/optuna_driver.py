@@ -17,9 +17,10 @@ from tqdm.auto import tqdm
 from ..training import Diverged
 from .config import SamplerSpec, StudyConfig
 from .ledger import DRIVER, Ledger
-from .objective import FIXED, Objective, SurplusTrial
+from .objective import FIXED, DriverRun, Objective, SurplusTrial, artifact_store_of
 from .space import split_enqueued
-from .storage import open_storage, open_study, quiet_optuna
+from .storage_url import journal_path
+from .storage import fail_stale, open_storage, open_study, quiet_optuna
 from .trial_runner import TrialRunner
 
 NAME = "optuna"
@@ -44,7 +45,7 @@ def enqueue_points(study: optuna.Study, config: StudyConfig) -> None:
         study.enqueue_trial(inside, user_attrs={DRIVER: NAME, FIXED: outside})
 
 
-def run_optuna(config: StudyConfig, progress: bool = True) -> optuna.Study:
+def run_optuna(config: StudyConfig, progress: bool = True) -> DriverRun:
     """Run (or join, or resume) the study until its ``trials`` are complete or diverged."""
     quiet_optuna()
     runner = TrialRunner(config, progress)
@@ -53,13 +54,13 @@ def run_optuna(config: StudyConfig, progress: bool = True) -> optuna.Study:
     study = opened.study
     if opened.created:
         enqueue_points(study, config)
-    objective = Objective(runner, study, config, NAME, config.trials, tqdm.write)
+    objective = Objective(runner, study, config, NAME, config.trials, tqdm.write, artifact_store_of(config))
     bar = tqdm(total=config.trials, desc=f"study {config.name}", unit="trial", disable=not progress,
                file=sys.stderr)
     waiting_said = False
     try:
         while True:
-            optuna.storages.fail_stale_trials(study)
+            fail_stale(study, config)
             ledger = Ledger.of(study.get_trials(deepcopy=False), NAME)
             bar.n = ledger.finished
             bar.refresh()
@@ -68,11 +69,19 @@ def run_optuna(config: StudyConfig, progress: bool = True) -> optuna.Study:
             elif ledger.in_state(TrialState.RUNNING):
                 if not waiting_said:
                     tqdm.write(f"waiting for {ledger.in_state(TrialState.RUNNING)} trial(s) running elsewhere; "
-                               f"one silent for {config.heartbeat.grace} s is retried here")
+                               f"{stale_rule(config)}")
                     waiting_said = True
                 time.sleep(config.heartbeat.interval)
             else:
                 break
     finally:
         bar.close()
-    return study
+    return DriverRun(study, objective.ran)
+
+
+def stale_rule(config: StudyConfig) -> str:
+    """How a trial whose worker died is noticed on the study's storage."""
+    if journal_path(config.storage) is not None:
+        return ("one whose worker died on this host is retried here (a journal file has no heartbeat: "
+                "for a worker that died on another host, run odimo run there)")
+    return f"one silent for {config.heartbeat.grace} s is retried here"

@@ -17,12 +17,12 @@ MARKERS = ("o", "^", "s", "D", "v", "P")
 
 
 def plot_front(report: StudyReport, metric: str, path: Path) -> Path:
-    """Test accuracy vs ``metric``: every trial dimmed, each driver's front highlighted and joined,
-    baselines as labelled stars."""
+    """Test accuracy vs ``metric``: every feasible trial dimmed, each driver's front highlighted and
+    joined, infeasible trials as crosses, baselines as labelled stars."""
     fig, ax = plt.subplots(figsize=(7, 4.8))
-    drivers = sorted({r.driver for r in report.complete})
+    drivers = sorted({r.driver for r in report.feasible})
     for i, driver in enumerate(drivers):
-        rows = [r for r in report.complete if r.driver == driver]
+        rows = [r for r in report.feasible if r.driver == driver]
         marker = MARKERS[i % len(MARKERS)]
         ax.scatter([r.cost(metric) for r in rows], [r.accuracy for r in rows], marker=marker, color="0.6",
                    alpha=0.45, label=f"{driver}: all trials")
@@ -34,6 +34,9 @@ def plot_front(report: StudyReport, metric: str, path: Path) -> Path:
         for r in front:
             ax.annotate(str(r.number), (r.cost(metric), r.accuracy), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
+    if report.infeasible:
+        ax.scatter([r.cost(metric) for r in report.infeasible], [r.accuracy for r in report.infeasible], marker="x",
+                   color="0.45", label=f"infeasible (needs {', '.join(c.describe() for c in report.constraints)})")
     for baseline in report.baselines:
         cost = getattr(baseline, COST_FIELDS[metric])
         ax.scatter([cost], [baseline.accuracy], marker="*", s=140, color="crimson", edgecolors="black",

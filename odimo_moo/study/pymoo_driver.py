@@ -1,7 +1,8 @@
 """The pymoo driver: the same study run by pymoo's NSGA-II through its ask-and-tell interface.
 
 Decision variables are the search space (log ranges as log10, choices as indices); objectives are
--accuracy and the costs; a diverged training is infeasible (one inequality constraint). Every
+-validation accuracy and the costs. Inequality constraints G: one that a diverged training breaks,
+then the study's constraint values (:mod:`.constraints`; a diverged training breaks them all). Every
 evaluation is an ordinary trial of the study's Optuna storage with user attributes ``driver=pymoo``
 and ``pymoo_key`` (``<generation>-<index>``), so reports compare both drivers' fronts.
 
@@ -28,10 +29,11 @@ from tqdm.auto import tqdm
 from ..errors import UsageError
 from ..training import Diverged
 from .config import StudyConfig
+from .constraints import violations
 from .ledger import DIVERGED, DRIVER, FAILURE, Ledger
-from .objective import FIXED, Objective
+from .objective import FIXED, DriverRun, Objective, artifact_store_of
 from .space import bounds, decode, encode, same_params, split_enqueued
-from .storage import open_storage, open_study, quiet_optuna
+from .storage import fail_stale, open_storage, open_study, quiet_optuna
 from .trial_runner import TrialRunner
 
 NAME = "pymoo"
@@ -51,17 +53,19 @@ class Evaluations:
         self.config = config
         self.objective = objective
         self.n_obj = 1 + len(config.metrics)
+        self.n_constr = n_constraints(config)
 
     def _fitness(self, trial: FrozenTrial) -> tuple[list[float], list[float]]:
         if trial.state == TrialState.COMPLETE:
-            return [-trial.values[0]] + list(trial.values[1:]), [0.0]
-        return [0.0] * self.n_obj, [1.0]
+            values = violations(self.config.constraints, trial.user_attrs)
+            return [-trial.values[0]] + list(trial.values[1:]), [0.0, *values.values()]
+        return [0.0] * self.n_obj, [1.0] * self.n_constr
 
     def evaluate(self, key: str, params: dict[str, Any]) -> tuple[list[float], list[float]]:
         """(F, G) of the individual ``key`` at ``params``; trains only if no finished trial has it."""
         inside, outside = split_enqueued(self.config.search_space, params)
         while True:
-            optuna.storages.fail_stale_trials(self.study)
+            fail_stale(self.study, self.config)
             trial = Ledger.of(self.study.get_trials(deepcopy=False), NAME).find(KEY, key)
             if trial is not None and not same_params(self.config.search_space, stored_params(trial), params):
                 raise UsageError(f"pymoo trial {trial.number} ({key}) ran at {stored_params(trial)}, but the "
@@ -76,6 +80,11 @@ class Evaluations:
             if trial is None or trial.state == TrialState.FAIL:
                 self.study.enqueue_trial(inside, user_attrs={DRIVER: NAME, KEY: key, FIXED: outside})
             self.study.optimize(self.objective, n_trials=1, catch=(Diverged,))
+
+
+def n_constraints(config: StudyConfig) -> int:
+    """Inequality constraints of the pymoo problem: divergence, then one per study constraint."""
+    return 1 + len(config.constraints)
 
 
 def initial_population(config: StudyConfig, pop_size: int, xl: np.ndarray,
@@ -95,17 +104,19 @@ def initial_population(config: StudyConfig, pop_size: int, xl: np.ndarray,
     return x, anchors
 
 
-def run_pymoo(config: StudyConfig, progress: bool = True) -> optuna.Study:
+def run_pymoo(config: StudyConfig, progress: bool = True) -> DriverRun:
     """Run (or resume) the study with NSGA-II until ``trials`` individuals are evaluated."""
     quiet_optuna()
     runner = TrialRunner(config, progress)
     storage = open_storage(config.storage, config.heartbeat)
     study = open_study(config, storage, lambda seed: optuna.samplers.RandomSampler(seed=seed)).study
-    evaluations = Evaluations(study, config, Objective(runner, study, config, NAME, None, tqdm.write))
+    objective = Objective(runner, study, config, NAME, None, tqdm.write, artifact_store_of(config))
+    evaluations = Evaluations(study, config, objective)
     space = config.search_space
     xl, xu = bounds(space)
     pop_size = config.sampler.settings.get("pop_size", DEFAULT_POP_SIZE)
-    problem = Problem(n_var=len(space), n_obj=1 + len(config.metrics), n_ieq_constr=1, xl=xl, xu=xu)
+    problem = Problem(n_var=len(space), n_obj=1 + len(config.metrics), n_ieq_constr=n_constraints(config),
+                      xl=xl, xu=xu)
     first, anchors = initial_population(config, pop_size, xl, xu)
     algorithm = NSGA2(pop_size=pop_size, n_offsprings=config.sampler.settings.get("n_offsprings"),
                       sampling=first, eliminate_duplicates=True)
@@ -139,4 +150,4 @@ def run_pymoo(config: StudyConfig, progress: bool = True) -> optuna.Study:
             generation += 1
     finally:
         bar.close()
-    return study
+    return DriverRun(study, objective.ran)

@@ -1,5 +1,5 @@
-"""Opening a study's Optuna storage (any SQLAlchemy URL, heartbeat and retry of dead workers) and
-creating or joining the study itself."""
+"""Opening a study's Optuna storage (any SQLAlchemy URL with heartbeat and retry of dead workers, or
+a journal file with its file lock) and creating or joining the study itself."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from ..errors import RunFailure, UsageError
 from .config import Heartbeat, StudyConfig
+from .storage_url import journal_path, sqlite_path
+from .workers import fail_dead_local_trials
 
 CONFIG_ATTR = "config"
 IDENTITY_ATTR = "identity"
@@ -36,16 +39,19 @@ def retry_callback(heartbeat: Heartbeat) -> RetryHeartbeatStaleTrialCallback:
     return RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)
 
 
-def open_storage(url: str, heartbeat: Heartbeat | None = None) -> RDBStorage:
-    """An RDB storage; with ``heartbeat``, running trials beat and dead workers' trials are retried."""
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
-        if path and path != ":memory:":
-            try:
-                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            except OSError as exc:
-                raise RunFailure(f"cannot open storage {url}: cannot create its folder ({exc.strerror or exc})") \
-                    from exc
+def open_storage(url: str, heartbeat: Heartbeat | None = None) -> BaseStorage:
+    """The storage at ``url`` (see :mod:`.storage_url`). An RDB storage given ``heartbeat`` makes
+    running trials beat and retries dead workers' trials; a journal file has no heartbeat (see
+    :func:`fail_stale`)."""
+    local = journal_path(url) or sqlite_path(url)
+    if local is not None:
+        try:
+            os.makedirs(local.expanduser().absolute().parent, exist_ok=True)
+        except OSError as exc:
+            raise RunFailure(f"cannot open storage {url}: cannot create its folder ({exc.strerror or exc})") \
+                from exc
+    if journal_path(url) is not None:
+        return _open_journal(url)
     options = {}
     if heartbeat is not None:
         options = {"heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace,
@@ -70,6 +76,24 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None) -> RDBStorage:
 SCHEMA_ATTEMPTS = 5
 
 
+def _open_journal(url: str) -> JournalStorage:
+    """A journal file storage; writers take Optuna's symlink lock next to it (``<file>.lock``, the
+    lock optuna-dashboard takes too), which works on local and NFS file systems."""
+    path = str(journal_path(url))
+    try:
+        return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileSymlinkLock(path)))
+    except (OSError, ValueError) as exc:  # unreadable, or not a journal (a line that is not a log record)
+        raise RunFailure(f"cannot open storage {url}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+
+
+def fail_stale(study: optuna.Study, config: StudyConfig) -> None:
+    """Fail (and queue again) the trials of dead workers: by heartbeat on RDB storages, and on a
+    journal file the trials of workers on this host whose process is gone."""
+    optuna.storages.fail_stale_trials(study)
+    if journal_path(config.storage) is not None:
+        fail_dead_local_trials(study, retry_callback(config.heartbeat))
+
+
 def _schema_race(exc: Exception) -> bool:
     """Whether ``exc`` is what a concurrent creation of the storage's tables looks like."""
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
@@ -89,7 +113,7 @@ def _directions(config: StudyConfig) -> list[str]:
     return ["maximize"] + ["minimize"] * len(config.metrics)
 
 
-def open_study(config: StudyConfig, storage: RDBStorage, sampler_for: SamplerFactory) -> OpenedStudy:
+def open_study(config: StudyConfig, storage: BaseStorage, sampler_for: SamplerFactory) -> OpenedStudy:
     """Create the study, or join it if it exists (another worker, or a resume).
 
     ``sampler_for(seed)`` builds the sampler; it is passed on create and on load, since Optuna does not
@@ -103,7 +127,10 @@ def open_study(config: StudyConfig, storage: RDBStorage, sampler_for: SamplerFac
         study = optuna.load_study(study_name=config.name, storage=storage,
                                   sampler=sampler_for((config.seed * 1_000_003 + os.getpid()) % 2 ** 32))
         _check_same_problem(config, study)
+        if study.metric_names is None:  # a study created before objectives were named
+            study.set_metric_names(config.objective_names())
         return OpenedStudy(study, created=False)
+    study.set_metric_names(config.objective_names())
     study.set_user_attr(IDENTITY_ATTR, config.identity())
     study.set_user_attr(CONFIG_ATTR, config.to_dict())
     study.set_user_attr(OUT_ATTR, str(config.out))

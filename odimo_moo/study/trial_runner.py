@@ -30,9 +30,10 @@ def objective_values(outcome: Outcome, metrics: tuple[str, ...]) -> list[float]:
 
 
 def outcome_attrs(outcome: Outcome, params: Mapping[str, Any], workdir: str) -> dict[str, Any]:
-    """The user attributes of a finished trial (all JSON values): the outcome's fields, with the
-    trial's own ``params`` and its ``work_dir``."""
-    return {**outcome.to_dict(), "params": dict(params), "work_dir": workdir}
+    """The user attributes of a finished trial (all JSON values): the outcome's fields (``accuracy``
+    is test accuracy, also stored as ``test_accuracy`` so that it reads as such next to the
+    ``val_accuracy`` objective), the trial's own ``params`` and its ``work_dir``."""
+    return {**outcome.to_dict(), "test_accuracy": outcome.accuracy, "params": dict(params), "work_dir": workdir}
 
 
 class TrialRunner:
