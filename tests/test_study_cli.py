@@ -11,7 +11,7 @@ import shutil
 import torch
 from torch import nn
 
-from test_study_drivers import odimo, toy_config
+from test_study_drivers import odimo, toy_config, trials_of
 
 
 def test_run_json_is_the_only_thing_on_stdout(tmp_path, capsys):
@@ -72,3 +72,19 @@ def test_export_json(tmp_path, capsys):
     assert json.loads(captured.out) == {"result_dir": str(folder), "onnx": str(folder / "exported.onnx"),
                                         "input_shape": [4], "channel_split": {"1": {"digital": 2}}}
     assert "wrote" in captured.err and (folder / "exported.onnx").is_file()
+
+
+def test_an_artifact_store_that_refuses_files_costs_no_trial(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from odimo_moo.study import artifact_store
+
+    def full(**_: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(artifact_store, "upload_artifact", full)
+    config = toy_config(tmp_path, trials=1)
+    assert odimo("run", str(config), "--no-report") == 0
+    assert [t.state.name for t in trials_of(tmp_path)] == ["COMPLETE"]
+    out = capsys.readouterr().out
+    assert "trial 0: could not upload result.json to the artifact store (No space left on device); it stays in" in out
