@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .quantizers import (ActivationQuantizer, activation_gradients, activation_grid, activation_levels,
-                         clip_descent_direction, clip_gradient, level_code_dtype)
+from .quantizers import (ActivationQuantizer, IntegerWeight, activation_gradients, activation_grid,
+                         activation_levels, clip_descent_direction, clip_gradient, integer_weight,
+                         level_code_dtype)
 
 
 class WeightTerm(NamedTuple):
@@ -55,6 +56,12 @@ class Alternative(nn.Module, ABC):
     def export(self, source: nn.Module, shared_weight: torch.Tensor, bias: torch.Tensor | None,
                channels: torch.Tensor) -> nn.Module:
         """A plain module mapping the layer's full input to output ``channels`` (in that order)."""
+
+    def export_integer_weight(self, shared_weight: torch.Tensor, channels: torch.Tensor) -> IntegerWeight | None:
+        """The weight of :meth:`export`'s sub-layer as integer levels and scale; None when this
+        alternative cannot say (the default). An alternative whose weight quantizer is not
+        ``nn.Identity`` overrides it, or the integer (QDQ) export refuses its layer."""
+        return None
 
 
 def _per_channel(channel_mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -159,6 +166,11 @@ class SameOpAlternative(Alternative):
         sub_bias = None if bias is None else bias[channels]
         return _conv_like(source, weight, sub_bias, channels)
 
+    @torch.no_grad()
+    def export_integer_weight(self, shared_weight: torch.Tensor, channels: torch.Tensor) -> IntegerWeight | None:
+        whole = integer_weight(self.weight_quantizer, shared_weight)
+        return None if whole is None else whole.channels(channels)
+
 
 class Depthwise(AlternativeFactory):
     """A depthwise conv with the searched layer's kernel, stride and padding (needs Cin == Cout)."""
@@ -198,6 +210,11 @@ class DepthwiseAlternative(Alternative):
         if bias is not None:
             conv.bias.copy_(bias[channels])
         return nn.Sequential(ChannelSelect(channels), conv)
+
+    @torch.no_grad()
+    def export_integer_weight(self, shared_weight: torch.Tensor, channels: torch.Tensor) -> IntegerWeight | None:
+        whole = integer_weight(self.weight_quantizer, self.weight)
+        return None if whole is None else whole.channels(channels)
 
 
 class ChannelSelect(nn.Module):

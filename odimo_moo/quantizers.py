@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -48,6 +49,14 @@ class IntWeightQuantizer(nn.Module):
         scale = self.scale(weight)
         low, high = -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
         return ste_round(weight / scale).clamp(low, high) * scale
+
+    @torch.no_grad()
+    def integer_weight(self, weight: torch.Tensor) -> "IntegerWeight":
+        """:meth:`forward`'s values as integer levels times one power-of-two scale (exactly)."""
+        qmax = 2 ** (self.bits - 1) - 1
+        scale = weight.abs().max().clamp_min(1e-12).div(qmax).log2().ceil().exp2()  # as forward computes it
+        levels = torch.div(weight, scale).round_().clamp_(-(2 ** (self.bits - 1)), qmax)
+        return IntegerWeight(levels.to(integer_dtype(self.bits)), scale, self.bits, "int")
 
 
 class _FakeQuantizeInt(torch.autograd.Function):
@@ -123,6 +132,16 @@ class TernaryWeightQuantizer(nn.Module):
         self._ensure_initialized(weight)
         shape = (-1,) + (1,) * (weight.dim() - 1)
         return self.levels(weight) * self.log_scale.exp().view(shape)
+
+    @torch.no_grad()
+    def integer_weight(self, weight: torch.Tensor) -> "IntegerWeight":
+        """:meth:`forward`'s values as levels in ``{-1, 0, +1}`` times the per-output-channel scale (exactly)."""
+        self._ensure_initialized(weight)
+        flat = weight.reshape(weight.shape[0], -1)
+        magnitude = flat.abs()
+        hard = torch.sign(flat).mul_(magnitude > self.threshold * magnitude.mean(dim=1, keepdim=True))
+        return IntegerWeight(hard.view(weight.shape).to(torch.int8), self.log_scale.detach().exp().to(weight.dtype),
+                             2, "ternary")
 
 
 class _FakeQuantizeTernary(torch.autograd.Function):
@@ -349,8 +368,65 @@ class FixedActivationQuantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.round(torch.clamp(x, self.low, self.high) / self.step) * self.step
 
+    @property
+    def levels(self) -> int:
+        """The largest integer level: ``high / step`` (127 for 7-bit unsigned and 8-bit signed)."""
+        return round(self.high / self.step)
+
+    @property
+    def signed(self) -> bool:
+        return self.low < 0
+
+    @property
+    def bits(self) -> int:
+        """Bits of the integer levels: 7 for ``[0, 127]``, 8 for ``[-127, 127]`` or ``[0, 255]``."""
+        return self.levels.bit_length() + int(self.signed)
+
     def extra_repr(self) -> str:
         return f"low={self.low:g}, high={self.high:g}, step={self.step:g}"
+
+
+@dataclass(frozen=True)
+class IntegerWeight:
+    """A fake-quantized weight as integers: the weight equals ``levels * scale`` exactly.
+
+    ``scale`` is a 0-d tensor (one scale for the tensor) or ``[C]`` (one per output channel,
+    broadcast over dimension 0). ``kind`` is ``"int"`` (symmetric ``bits``-bit, power-of-two scale)
+    or ``"ternary"`` (levels in ``{-1, 0, +1}``, ``bits`` 2).
+    """
+
+    levels: torch.Tensor
+    scale: torch.Tensor
+    bits: int
+    kind: str
+
+    @property
+    def per_channel(self) -> bool:
+        return self.scale.dim() == 1
+
+    def channels(self, channels: torch.Tensor) -> "IntegerWeight":
+        """The output channels ``channels`` (in that order) of this weight."""
+        scale = self.scale[channels] if self.per_channel else self.scale
+        return IntegerWeight(self.levels[channels], scale, self.bits, self.kind)
+
+    def dequantize(self) -> torch.Tensor:
+        """``levels * scale``: the fake-quantized weight."""
+        shape = (-1,) + (1,) * (self.levels.dim() - 1) if self.per_channel else ()
+        return self.levels.to(self.scale.dtype) * self.scale.view(shape)
+
+
+def integer_dtype(bits: int) -> torch.dtype:
+    """The smallest signed integer dtype holding symmetric ``bits``-bit levels."""
+    for dtype in (torch.int8, torch.int16, torch.int32):
+        if bits <= torch.iinfo(dtype).bits:
+            return dtype
+    raise ValueError(f"no integer dtype holds {bits}-bit levels")
+
+
+def integer_weight(quantizer: nn.Module, weight: torch.Tensor) -> IntegerWeight | None:
+    """``quantizer(weight)`` as integer levels and scale, or None when the quantizer keeps floats."""
+    reader: Callable[[torch.Tensor], IntegerWeight] | None = getattr(quantizer, "integer_weight", None)
+    return None if reader is None else reader(weight)
 
 
 def freeze(quantizer: nn.Module) -> nn.Module:

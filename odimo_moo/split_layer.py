@@ -11,7 +11,7 @@ from torch import nn
 from .alternatives import Alternative, mix_weights, run_dense, run_dense_quantized
 from .assignment import Assignment, contiguous_mask
 from .layer_spec import LayerSpec
-from .quantizers import freeze
+from .quantizers import IntegerWeight, freeze
 
 
 class MaskMode(enum.Enum):
@@ -168,7 +168,13 @@ class SplitLayer(nn.Module):
                 continue
             sub = alt.export(self.layer, self.layer.weight, self.layer.bias, channels)
             quantizer = freeze(self.input_quantizers[0 if self.fold else k])
-            branches.append(ExportedBranch(int(self.unit_indices[k]), quantizer, sub))
+            weight = alt.export_integer_weight(self.layer.weight, channels)
+            if weight is None and not isinstance(alt.weight_quantizer, nn.Identity):
+                weight_format = "unknown"
+            else:
+                weight_format = "float" if weight is None else weight.kind
+            branches.append(ExportedBranch(int(self.unit_indices[k]), quantizer, sub, channels, weight_format,
+                                           weight))
             order.append(channels)
         permutation = torch.cat(order)
         inverse = torch.empty_like(permutation)
@@ -177,13 +183,26 @@ class SplitLayer(nn.Module):
 
 
 class ExportedBranch(nn.Module):
-    """One unit's share of an exported layer: its input format, then its sub-layer."""
+    """One unit's share of an exported layer: its input format, then its sub-layer.
 
-    def __init__(self, unit_index: int, input_quantizer: nn.Module, layer: nn.Module) -> None:
+    Also records, for integer exports, which output channels of the layer it produces
+    (``output_channels``, in its output order) and its weight format: ``weight_format`` is
+    ``"float"``, ``"int"`` (``weight_bits``-bit levels times the 0-d power-of-two ``weight_scale``),
+    ``"ternary"`` (levels in ``{-1, 0, +1}`` times the per-output-channel ``weight_scale``) or
+    ``"unknown"`` (a plugin's alternative that does not describe its quantized weight).
+    """
+
+    def __init__(self, unit_index: int, input_quantizer: nn.Module, layer: nn.Module,
+                 output_channels: torch.Tensor | None = None, weight_format: str = "unknown",
+                 weight: IntegerWeight | None = None) -> None:
         super().__init__()
         self.unit_index = unit_index
         self.input_quantizer = input_quantizer
         self.layer = layer
+        self.weight_format = weight_format
+        self.weight_bits = None if weight is None else weight.bits
+        self.register_buffer("output_channels", None if output_channels is None else output_channels.clone().long())
+        self.register_buffer("weight_scale", None if weight is None else weight.scale.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(self.input_quantizer(x))
