@@ -1,5 +1,6 @@
 """Deployable exports: plain-torch files (state_dict, torch.export program) that load without
-odimo-moo, mapping.json schema 2, and the integer QDQ ONNX model run by onnxruntime."""
+odimo-moo, mapping.json schema 2, the integer QDQ ONNX model run by onnxruntime, and the integer
+reference of its searched layers."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from odimo_moo.data import load_dataset, make_loaders
 from odimo_moo.errors import UsageError
 from odimo_moo.export_formats import (METADATA_PREFIX, compare_onnx, exported_branches, onnx_session,
                                       qdq_network, quantized_codes)
+from odimo_moo.integer_reference import (compare_with_onnx, integer_sub_layers, requantization_shift,
+                                         requantize)
 from odimo_moo.models.mobilenet import mobilenetv1_darkside
 from odimo_moo.models.resnet import resnet8
 from odimo_moo.quantizers import IntWeightQuantizer, TernaryWeightQuantizer, integer_weight
@@ -213,7 +216,8 @@ def test_qdq_onnx_equals_pytorch_export_within_one_step(run, check_images):
     A flip happens where a value sits on a rounding boundary and the two runtimes' float convolutions
     (different summation orders) land on either side of it; later layers inherit it. Measured here:
     Darkside 0 flips; DIANA at most 0.17 % of one layer's codes, never more than 2 levels apart.
-    """
+    (Given the same input codes every sub-layer agrees exactly, in integers:
+    ``test_integer_reference_equals_the_qdq_model``.)"""
     _, model, folder, _ = run
     exported = torch.load(folder / "exported.pt", weights_only=False).eval()
     onnx_model = onnx.load(str(folder / "exported_qdq.onnx"))
@@ -255,3 +259,58 @@ def test_qdq_network_refuses_what_it_cannot_hold(run):
     with pytest.raises(UsageError, match="onnx-float"):
         qdq_network(exported)
 
+
+def test_integer_reference_equals_the_qdq_model(run, check_images):
+    """Every unit sub-layer run in integers (int8 codes x int8 weights -> int32, + int32 bias) on the
+    codes onnxruntime quantized equals the QDQ model's output in accumulator units, rounded, on every
+    element; the float output is never more than 0.05 units off (measured: 0.03)."""
+    _, model, folder, _ = run
+    onnx_model = onnx.load(str(folder / "exported_qdq.onnx"))
+    report = compare_with_onnx(onnx_model, check_images[:128])
+    expected = {(layer, unit) for layer, info in model.mapping().items() for unit, channels in info.items() if channels}
+    assert set(report) == expected
+    for key, numbers in report.items():
+        assert numbers["equal"] == 1.0, key
+        assert numbers["max_distance"] < 0.05, key
+
+
+def test_int_units_requantize_by_a_shift_ternary_units_cannot(run):
+    """Onto any next input step of the same level count (here: every unsigned grid), an int unit's
+    accumulator scale is a power of two away; a ternary unit's per-channel scales are not."""
+    _, model, folder, _ = run
+    layers = integer_sub_layers(onnx.load(str(folder / "exported_qdq.onnx")))
+    for layer in layers:
+        scales = set(layer.accumulator_scale.tolist())
+        for step in {other.input_step for other in layers if other.input_step / layer.input_step
+                     in {2.0 ** k for k in range(-8, 9)}}:
+            if type(model.soc.unit(layer.unit).data_format).__name__ == "TernaryFormat":
+                with pytest.raises(UsageError, match="multiplier"):
+                    for scale in scales:
+                        requantization_shift(scale, step)
+            else:
+                assert len(scales) == 1
+                scale = scales.copy().pop()
+                assert 2.0 ** requantization_shift(scale, step) == step / scale
+
+
+def test_requantize_rounds_like_quantize_linear():
+    """With power-of-two scales the float arithmetic is exact, so onnxruntime's DequantizeLinear ->
+    QuantizeLinear is the exact requantization: the integer shift must equal it bit for bit,
+    ties (half to even) and saturation included."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    acc = torch.cat([torch.arange(-3000, 3000, dtype=torch.int32),
+                     torch.randint(-2 ** 20, 2 ** 20, (20000,), dtype=torch.int32)])
+    for shift in (0, 1, 3, 7):
+        graph = helper.make_graph(
+            [helper.make_node("DequantizeLinear", ["acc", "acc_scale"], ["real"]),
+             helper.make_node("QuantizeLinear", ["real", "step", "zero"], ["codes"])], "requantize",
+            [helper.make_tensor_value_info("acc", TensorProto.INT32, [None])],
+            [helper.make_tensor_value_info("codes", TensorProto.INT8, [None])],
+            [numpy_helper.from_array(np.array(2.0 ** -10, np.float32), "acc_scale"),
+             numpy_helper.from_array(np.array(2.0 ** (shift - 10), np.float32), "step"),
+             numpy_helper.from_array(np.array(0, np.int8), "zero")])
+        session = onnx_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+        expected = session.run(["codes"], {"acc": acc.numpy()})[0]
+        assert requantization_shift(2.0 ** -10, 2.0 ** (shift - 10)) == shift
+        assert np.array_equal(requantize(acc, shift, -128, 127).numpy(), expected.astype(np.int64)), shift
