@@ -183,7 +183,8 @@ def integer_sub_layers(model: Any) -> list[IntegerSubLayer]:
         else:
             pads = list(attributes.get("pads", [0, 0, 0, 0]))
             options = {"stride": tuple(attributes.get("strides", (1, 1))), "padding": tuple(pads),
-                       "dilation": tuple(attributes.get("dilations", (1, 1))), "groups": int(attributes.get("group", 1))}
+                       "dilation": tuple(attributes.get("dilations", (1, 1))),
+                       "groups": int(attributes.get("group", 1))}
         layers.append(IntegerSubLayer(
             layer=tags["layer"], unit=tags["unit"], input_node=quantize.output[0], output_node=node.output[0],
             weight=torch.from_numpy(constants[weight_dq.input[0]].astype(np.int8)), bias=bias,

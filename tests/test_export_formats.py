@@ -108,7 +108,7 @@ state = torch.load(folder + "/exported_state_dict.pt", weights_only=True)
 assert all(isinstance(v, torch.Tensor) for v in state.values())
 module = torch.export.load(folder + "/exported.pt2").module()
 direct = module(inputs)
-module.load_state_dict(state, strict=False)
+module.load_state_dict(state)
 with torch.no_grad():
     reloaded = module(inputs)
 try:
