@@ -92,6 +92,7 @@ def test_help_and_version_do_not_import_torch():
     their Setup options come from odimo_moo.workbench, which imports torch), in one fresh process."""
     script = textwrap.dedent('''
         import sys
+        import odimo_moo.commands.common  # the --threads and --set helpers, for odimo run too
         from odimo_moo.cli import main
         for argv in (["--help"], ["--version"], ["plugins", "--help"], ["cost", "--help"], ["export", "--help"],
                      ["run", "--help"], ["report", "--help"]):

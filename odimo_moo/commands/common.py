@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import yaml
 
-from ..devices import DEVICES
 from ..errors import UsageError
-from ..searchable import METRICS
-from ..workbench import Setup
+
+if TYPE_CHECKING:
+    from ..workbench import Setup
 
 
 def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
@@ -45,12 +46,24 @@ SETUP_DESTS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "exclude": ("exclude", tuple),
     "progress": ("no_progress", lambda hidden: not hidden),
 }
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Setup)}
+
+
+@functools.cache
+def _setup_fields() -> tuple[dataclasses.Field, ...]:
+    # odimo_moo.workbench imports torch: imported here, when a command defines or reads its Setup
+    # options, so that importing this module (odimo run, the --threads helpers) stays cheap.
+    from ..workbench import Setup
+
+    return dataclasses.fields(Setup)
 
 
 def setup_fields() -> list[str]:
     """The names of :class:`~odimo_moo.workbench.Setup`'s fields, in order."""
-    return [f.name for f in dataclasses.fields(Setup)]
+    return [f.name for f in _setup_fields()]
+
+
+def _defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in _setup_fields()}
 
 
 def add_setup_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
@@ -60,6 +73,10 @@ def add_setup_options(parser: argparse.ArgumentParser, defaults: bool = True) ->
     :func:`build_setup` can take the value from a preset instead. Raises ``RuntimeError`` (a bug, found
     by every CLI test) if a Setup field has no option.
     """
+    from ..devices import DEVICES
+    from ..searchable import METRICS
+
+    field_defaults = _defaults()
     dests = {"plugin"}  # the top-level --plugin option of `odimo`
 
     def add(*flags: str, **options: Any) -> None:
@@ -67,27 +84,27 @@ def add_setup_options(parser: argparse.ArgumentParser, defaults: bool = True) ->
             options["default"] = argparse.SUPPRESS
         dests.add(parser.add_argument(*flags, **options).dest)
 
-    add("--soc", default=_DEFAULTS["soc"],
-        help=f"registered SoC name (see `odimo plugins`; default {_DEFAULTS['soc']})")
-    add("--model", default=_DEFAULTS["model"], help=f"registered model name (default {_DEFAULTS['model']})")
-    add("--dataset", default=_DEFAULTS["dataset"],
+    add("--soc", default=field_defaults["soc"],
+        help=f"registered SoC name (see `odimo plugins`; default {field_defaults['soc']})")
+    add("--model", default=field_defaults["model"], help=f"registered model name (default {field_defaults['model']})")
+    add("--dataset", default=field_defaults["dataset"],
         help="digits (embedded, the default), mnist, fashion_mnist, cifar10, cifar100, imagefolder, imagenet")
-    add("--data-root", default=_DEFAULTS["data_root"], help="folder holding the dataset files")
-    add("--download", action="store_true", default=_DEFAULTS["download"],
+    add("--data-root", default=field_defaults["data_root"], help="folder holding the dataset files")
+    add("--download", action="store_true", default=field_defaults["download"],
         help="download the dataset if missing (needs network)")
-    add("--data-limit", type=int, default=_DEFAULTS["data_limit"], help="cap each split at this many samples")
-    add("--image-size", type=int, default=_DEFAULTS["image_size"],
+    add("--data-limit", type=int, default=field_defaults["data_limit"], help="cap each split at this many samples")
+    add("--image-size", type=int, default=field_defaults["image_size"],
         help="input resolution for datasets that take one (digits: upsampled from 8; imagenet)")
-    add("--val-fraction", type=float, default=_DEFAULTS["val_fraction"],
-        help=f"fraction of the training data held out for validation (default {_DEFAULTS['val_fraction']})")
-    add("--metric", choices=METRICS, default=_DEFAULTS["metric"],
-        help=f"cost in the loss (default {_DEFAULTS['metric']})")
-    add("--seed", type=int, default=_DEFAULTS["seed"], help=f"seed of data splits, initialisation and search "
-                                                            f"(default {_DEFAULTS['seed']})")
-    add("--device", choices=DEVICES, default=_DEFAULTS["device"], help=f"default {_DEFAULTS['device']}")
-    add("--exclude", action="append", default=list(_DEFAULTS["exclude"]), metavar="LAYER",
+    add("--val-fraction", type=float, default=field_defaults["val_fraction"],
+        help=f"fraction of the training data held out for validation (default {field_defaults['val_fraction']})")
+    add("--metric", choices=METRICS, default=field_defaults["metric"],
+        help=f"cost in the loss (default {field_defaults['metric']})")
+    add("--seed", type=int, default=field_defaults["seed"],
+        help=f"seed of data splits, initialisation and search (default {field_defaults['seed']})")
+    add("--device", choices=DEVICES, default=field_defaults["device"], help=f"default {field_defaults['device']}")
+    add("--exclude", action="append", default=list(field_defaults["exclude"]), metavar="LAYER",
         help="layer name (fx qualified name) never to split; repeatable")
-    add("--no-progress", action="store_true", default=not _DEFAULTS["progress"], help="hide progress bars")
+    add("--no-progress", action="store_true", default=not field_defaults["progress"], help="hide progress bars")
     forgotten = [name for name in setup_fields() if SETUP_DESTS.get(name, (name,))[0] not in dests]
     if forgotten:
         raise RuntimeError(f"Setup field(s) {', '.join(forgotten)} have no command-line option: add one to "
@@ -107,8 +124,8 @@ def setup_values(args: argparse.Namespace) -> dict[str, Any]:
 
 def _coerce(name: str, value: Any) -> Any:
     """``value`` as Setup field ``name`` takes it (from YAML or ``--set``); a clear error otherwise."""
-    default = _DEFAULTS[name]
-    annotation = str(next(f.type for f in dataclasses.fields(Setup) if f.name == name))
+    default = _defaults()[name]
+    annotation = str(next(f.type for f in _setup_fields() if f.name == name))
     if value is None and ("None" in annotation or default is None):
         return None
     if isinstance(default, tuple):
@@ -130,6 +147,8 @@ def build_setup(args: argparse.Namespace, base: Mapping[str, Any] | None = None,
     """The :class:`~odimo_moo.workbench.Setup` of parsed arguments, field by field
     (``dataclasses.fields(Setup)``): ``base`` (e.g. a preset's values) < options given in ``args`` <
     ``overrides`` (e.g. ``--set data_limit=null``). Plugins add up: the base's, then ``--plugin``'s."""
+    from ..workbench import Setup
+
     base, overrides = dict(base or {}), dict(overrides or {})
     known = set(setup_fields())
     for source in (base, overrides):
