@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from .errors import RunFailure, UsageError
-from .export_formats import (compare_onnx, compare_outputs, export_float_onnx, export_qdq_onnx, exported_branches,
+from .export_formats import (compare_onnx, compare_outputs, export_float_onnx, export_qdq_onnx, has_integer_units,
                              onnx_session, save_state_dict, save_torch_export)
 from .searchable import ODiMO
 from .soc import SoC
@@ -225,7 +225,7 @@ def write_exports(exported: nn.Module, sample: torch.Tensor, workdir: Path, mapp
         spec = EXPORT_FORMATS[fmt]
         if spec.needs is not None and not _installed(spec.needs):
             continue
-        if fmt == "onnx-qdq" and not any(True for _ in exported_branches(exported)):
+        if fmt == "onnx-qdq" and not has_integer_units(exported):
             continue
         try:
             write_format(exported, fmt, sample, workdir / spec.file, mapping)

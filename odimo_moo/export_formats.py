@@ -137,6 +137,19 @@ class _Dequantize(torch.autograd.Function):
         return g.op("DequantizeLinear", levels, scale, _constant(g, zero))
 
 
+class _KeepName(torch.autograd.Function):
+    """Identity; in ONNX an Identity node, so the exporter cannot fold a BatchNorm into this float
+    weight (which would rename it and hide the sub-layer it belongs to)."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return tensor.clone()
+
+    @staticmethod
+    def symbolic(g: Any, tensor: Any) -> Any:
+        return g.op("Identity", tensor)
+
+
 class QDQActivation(nn.Module):
     """A unit's input grid ``round(clamp(x, low, high) / step) * step`` as a Quantize/Dequantize pair.
 
@@ -231,7 +244,7 @@ class QDQBranch(nn.Module):
     def weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The float weight and bias the sub-layer computes with (dequantized when integer)."""
         if not self.integer:
-            return self.weight, self.bias
+            return _KeepName.apply(self.weight), self.bias
         bias = None if self.bias_levels is None else _Dequantize.apply(self.bias_levels, self.bias_scale)
         return _Dequantize.apply(self.weight_levels, self.weight_scale), bias
 
@@ -275,17 +288,23 @@ def exported_branches(network: nn.Module) -> Iterator[tuple[str, int, ExportedBr
                 yield name, index, branch
 
 
+def has_integer_units(exported: nn.Module) -> bool:
+    """Whether some unit sub-layer of an exported network has integer weights and inputs."""
+    return any(getattr(branch, "weight_format", "unknown") in ("int", "ternary")
+               and isinstance(branch.input_quantizer, FixedActivationQuantizer)
+               for _, _, branch in exported_branches(exported))
+
+
 def qdq_network(exported: nn.Module) -> nn.Module:
     """A copy of ``exported`` whose searched layers' unit sub-layers are :class:`QDQBranch` es."""
     network = copy.deepcopy(exported).cpu().eval()
-    found = False
+    converted = []
     for name, index, branch in list(exported_branches(network)):
-        split = network.get_submodule(name)
-        split.branches[index] = QDQBranch(branch, name)
-        found = True
-    if not found:
-        raise UsageError("the network has no searched layer to export in integer form; export it as "
-                         "onnx-float instead")
+        converted.append(QDQBranch(branch, name))
+        network.get_submodule(name).branches[index] = converted[-1]
+    if not any(branch.integer for branch in converted):
+        raise UsageError("the network has no searched layer with an integer unit (was it searched with "
+                         "quantize=False?); export it as onnx-float instead")
     return network
 
 
@@ -334,17 +353,37 @@ def _tag_nodes(model: Any, branches: Mapping[tuple[str, int], QDQBranch], unit_n
         names.add(name)
         node.name = name
 
+    def float_weight(name: str) -> tuple[re.Match[str] | None, list[Any]]:
+        """A float branch's weight reached from ``name`` through Identity nodes, and those nodes."""
+        chain = []
+        while not _BRANCH_TENSOR.match(name):
+            producer = producers.get(name)
+            if producer is None or producer.op_type != "Identity":
+                return None, []
+            chain.append(producer)
+            name = producer.input[0]
+        return _BRANCH_TENSOR.match(name), chain
+
     tagged = set()
     for node in list(model.graph.node):
-        match = next((m for m in map(_BRANCH_TENSOR.match, node.input[:2]) if m), None)
-        if match is None or node.op_type not in ("DequantizeLinear", "Conv", "Gemm"):
+        chain: list[Any] = []
+        if node.op_type == "DequantizeLinear":
+            match = _BRANCH_TENSOR.match(node.input[0])
+            if match is None or match.group("kind") == "weight":
+                continue
+        elif node.op_type in ("Conv", "Gemm"):
+            match, chain = float_weight(node.input[1])
+            if match is None or match.group("kind") != "weight":
+                continue
+        else:
             continue
         layer, index = match.group("layer"), int(match.group("index"))
         if (layer, index) not in branches:
             continue
         info = branches[(layer, index)].description(unit_names)
         prefix = f"{layer}/{info[METADATA_PREFIX + 'unit']}"
-        tag(node, info, prefix)
+        for member in [node] + chain:
+            tag(member, info, prefix)
         tagged.add((layer, index))
         if match.group("kind") == "bias_levels":
             continue

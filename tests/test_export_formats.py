@@ -18,7 +18,7 @@ from odimo_moo.artifacts import MAPPING_SCHEMA, write_artifacts
 from odimo_moo.data import load_dataset, make_loaders
 from odimo_moo.errors import UsageError
 from odimo_moo.export_formats import (METADATA_PREFIX, compare_onnx, exported_branches, onnx_session,
-                                      qdq_network, quantized_codes)
+                                      qdq_network, qdq_onnx_model, quantized_codes)
 from odimo_moo.integer_reference import (compare_with_onnx, integer_sub_layers, requantization_shift,
                                          requantize)
 from odimo_moo.models.mobilenet import mobilenetv1_darkside
@@ -314,3 +314,34 @@ def test_requantize_rounds_like_quantize_linear():
         expected = session.run(["codes"], {"acc": acc.numpy()})[0]
         assert requantization_shift(2.0 ** -10, 2.0 ** (shift - 10)) == shift
         assert np.array_equal(requantize(acc, shift, -128, 127).numpy(), expected.astype(np.int64)), shift
+
+
+def test_a_float_unit_next_to_an_integer_unit_is_exported_and_tagged():
+    """A SoC with a float unit: that unit's sub-layers stay float in the QDQ model, still tagged,
+    even where the exporter would fold the following BatchNorm into a float weight."""
+    from odimo_moo.quantizers import FLOAT, IntFormat
+    from odimo_moo.soc import FormulaUnit, SoC
+
+    units = [FormulaUnit("cpu", lambda layers, n: n * layers.in_channels, lambda spec: True, 10.0, data_format=FLOAT),
+             FormulaUnit("npu", lambda layers, n: n, lambda spec: True, 20.0, data_format=IntFormat(8, 8))]
+    soc = SoC("mixed", units, 100e6)
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                  torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                  torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 10))
+    model = ODiMO(network, soc, (1, 8, 8), init="balanced")
+    inputs = torch.randn(32, 1, 8, 8)
+    model.train()
+    model(inputs)
+    model.eval()
+    model.force_counts({"0": [8, 0], "3": [3, 5], "7": [4, 6]})  # layer "0": the float unit alone, then BatchNorm
+    exported = model.export().eval()
+    onnx_model = qdq_onnx_model(exported, inputs[:2], soc.unit_names, {"soc": "mixed"})
+    units_of = {}
+    for node in onnx_model.graph.node:
+        tags = {p.key[len(METADATA_PREFIX):]: p.value for p in node.metadata_props}
+        if node.op_type in ("Conv", "Gemm") and "unit" in tags:
+            units_of[(tags["layer"], tags["unit"])] = tags["weight_format"]
+    assert units_of == {("0", "cpu"): "float", ("3", "cpu"): "float", ("3", "npu"): "int",
+                        ("7", "cpu"): "float", ("7", "npu"): "int"}
+    comparison = compare_onnx(exported, onnx_session(onnx_model), [inputs])
+    assert comparison["max_relative_logit_difference"] < 1e-2  # the int32 bias of "7" rounds
