@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import io
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection, Iterable
@@ -210,12 +211,13 @@ def write_exports(exported: nn.Module, sample: torch.Tensor, workdir: Path, mapp
                   check_inputs: torch.Tensor | None = None,
                   formats: Collection[str] = tuple(EXPORT_FORMATS)) -> tuple[dict[str, Path], dict[str, Any]]:
     """Write exported.pt (the pickle) and ``formats`` (:data:`EXPORT_FORMATS`; the ONNX ones only
-    when ``onnx`` is installed) into ``workdir``; with ``check_inputs`` and onnxruntime installed,
-    compare the QDQ model run by onnxruntime with the network on them.
+    when ``onnx`` is installed, onnx-qdq only for a network with integer units) into ``workdir``;
+    with ``check_inputs`` and onnxruntime installed, compare the QDQ model run by onnxruntime with
+    the network on them.
 
-    Returns the paths written, by artifact key, and the checks for export_check.json. A network the
-    QDQ export cannot hold (say, 16-bit weights) is recorded there as skipped, not an error: a
-    trained run must not fail on it.
+    Returns the paths written, by artifact key, and the checks for export_check.json (keyed
+    ``onnx_qdq`` etc.). A format that cannot be written is recorded there as skipped, with the
+    reason, and warned about: a trained run must not fail on one of its deployable copies.
     """
     exported = exported.cpu().eval()
     paths = {"exported_model": workdir / "exported.pt"}
@@ -227,16 +229,18 @@ def write_exports(exported: nn.Module, sample: torch.Tensor, workdir: Path, mapp
             continue
         if fmt == "onnx-qdq" and not has_integer_units(exported):
             continue
+        key = fmt.replace("-", "_")
         try:
             write_format(exported, fmt, sample, workdir / spec.file, mapping)
-        except UsageError as exc:
-            if fmt != "onnx-qdq":
-                raise
-            checks["onnx_qdq"] = {"skipped": str(exc)}
+        except Exception as exc:  # noqa: BLE001 -- any exporter failure: keep the run, say why
+            message = str(exc).strip().splitlines()
+            reason = f"{type(exc).__name__}: {message[0] if message else ''}"
+            checks[key] = {"skipped": reason}
+            warnings.warn(f"{workdir / spec.file} not written ({reason})", RuntimeWarning, stacklevel=2)
             continue
         paths[spec.key] = workdir / spec.file
         if fmt == "onnx-qdq" and check_inputs is not None and _installed("onnxruntime"):
-            checks["onnx_qdq"] = check_format(exported, fmt, paths[spec.key], [check_inputs.cpu()])
+            checks[key] = check_format(exported, fmt, paths[spec.key], [check_inputs.cpu()])
     return paths, checks
 
 

@@ -345,3 +345,26 @@ def test_a_float_unit_next_to_an_integer_unit_is_exported_and_tagged():
                         ("7", "cpu"): "float", ("7", "npu"): "int"}
     comparison = compare_onnx(exported, onnx_session(onnx_model), [inputs])
     assert comparison["max_relative_logit_difference"] < 1e-2  # the int32 bias of "7" rounds
+
+
+def test_a_format_that_fails_is_skipped_with_its_reason(socs, tmp_path, monkeypatch):
+    """A trained run keeps its results when one deployable copy cannot be written."""
+    import odimo_moo.artifacts as artifacts
+    from odimo_moo.artifacts import mapping_document, write_exports
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("torch.export cannot trace this\nmore detail")
+
+    monkeypatch.setattr(artifacts, "save_torch_export", refuse)
+    model = ODiMO(resnet8(10, 1, (8, 8)), socs["diana"], (1, 8, 8), init="balanced")
+    inputs = torch.randn(4, 1, 8, 8)
+    model.train()
+    model(inputs)
+    model.eval()
+    model.freeze_mapping()
+    with pytest.warns(RuntimeWarning, match="exported.pt2 not written"):
+        paths, checks = write_exports(model.export(), inputs, tmp_path, mapping_document(model), inputs)
+    assert "exported_program" not in paths and not (tmp_path / "exported.pt2").exists()
+    assert checks["torch_export"] == {"skipped": "RuntimeError: torch.export cannot trace this"}
+    assert {"exported_model", "exported_state_dict", "exported_onnx", "exported_qdq_onnx"} <= set(paths)
+    assert checks["onnx_qdq"]["prediction_agreement"] == 1.0
