@@ -27,9 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UsageError
-from .export_formats import node_tags, onnx_session
-
-INT32_MAX = 2 ** 31 - 1
+from .export_formats import INT32_MAX, node_tags, onnx_session
 
 
 @dataclass(frozen=True)
