@@ -11,13 +11,12 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
 
 from .checkpoint import atomic_write_json, check_writable
-from .data import DataBundle, load_dataset, make_loaders
 from .devices import DEVICES, resolve_device
 from .errors import UsageError
 from .models import build_model
@@ -28,6 +27,9 @@ from .soc import SoC
 from .split_layer import MaskMode
 from .strategy import Outcome
 from .training import PhaseRunner, PhaseSpec, evaluate, seed_everything, weights_optimizer
+
+if TYPE_CHECKING:
+    from .data import DataBundle
 
 @dataclass(frozen=True)
 class Setup:
@@ -100,12 +102,16 @@ class Workbench:
     @cached_property
     def data(self) -> DataBundle:
         options = {} if self.setup.image_size is None else {"image_size": self.setup.image_size}
+        from .data import load_dataset  # torchvision: imported when data is first needed
+
         return load_dataset(self.setup.dataset, self.setup.data_root, seed=self.setup.seed,
                             val_fraction=self.setup.val_fraction, download=self.setup.download,
                             limit=self.setup.data_limit, **options)
 
     def loaders(self, batch_size: int) -> tuple:
         if batch_size not in self._loaders:
+            from .data import make_loaders
+
             self._loaders[batch_size] = make_loaders(self.data, batch_size, seed=self.setup.seed)
         return self._loaders[batch_size]
 

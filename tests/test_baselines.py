@@ -12,7 +12,7 @@ import torch
 from odimo_moo.errors import UsageError
 from odimo_moo.mapping_search import min_latency_split, random_genomes
 from odimo_moo.oneshot import OneShotSearch, Scored, SearchBudget, spread_along_front
-from odimo_moo.plugins.evolutionary import evolve
+from odimo_moo.nsga2_mapping import evolve
 from odimo_moo.plugins.heuristic import catalogue
 from odimo_moo.recipe import Recipe
 from odimo_moo.registry import pick

@@ -10,6 +10,7 @@ import time
 from typing import Any, Callable
 
 from ..study.config import packaged_studies
+from .common import thread_count
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -47,6 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "journal:///PATH) (default: sqlite:///<out>/study.db)")
     parser.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"),
                         help="device for training (default: the study's, auto)")
+    parser.add_argument("--threads", type=thread_count, default=None, metavar="N",
+                        help="PyTorch CPU threads (default: the study's threads key; 1 in the packaged studies)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     parser.add_argument("--json", action="store_true",
@@ -116,7 +119,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.time()
     overrides = parse_assignments(args.set)
-    for key, value in (("out", args.out), ("storage", args.storage), ("device", args.device)):
+    for key, value in (("out", args.out), ("storage", args.storage), ("device", args.device),
+                       ("threads", args.threads)):
         if value is not None:
             overrides[key] = value
     config = load_study(args.study, overrides, plugins=args.plugin)

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import torch
-
+from ..commands.common import apply_threads
 from ..errors import RunFailure
 from ..registry import PluginRegistry, pick
 from ..strategy import Outcome, Strategy
@@ -43,7 +42,7 @@ class TrialRunner:
     def __init__(self, config: StudyConfig, progress: bool = True) -> None:
         self.config = config
         if config.threads is not None:
-            torch.set_num_threads(config.threads)
+            apply_threads(config.threads)
         self.registry = PluginRegistry.load(config.plugins)
         self.bench = Workbench(config.setup(progress), registry=self.registry,
                                on_epoch_end=self._phase_end, cache_dir=config.out / "warmup-cache")
