@@ -19,7 +19,7 @@ COMMANDS = {
     "plugins": "list registered SoCs, strategies, models and heuristic mappings, and their plugins",
     "cost": "latency and energy of one layer split across a SoC's compute units",
     "search": "run warmup, search and fine-tune for one lambda",
-    "export": "write a result folder's exported network as ONNX",
+    "export": "write a result folder's exported network as ONNX, torch.export or state_dict",
     "run": "run a study: Optuna or pymoo over lambda and hyperparameters, then a Pareto report",
     "report": "Pareto fronts, hypervolume, CSV/JSON and plots of a study",
     "compare": "compare ODiMO with evolutionary, random and heuristic mappings on one setup",

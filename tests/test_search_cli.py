@@ -46,6 +46,15 @@ def test_export_command_writes_onnx(tmp_path, capsys):
 
     graph = onnx.load(str(target)).graph
     assert graph.input[0].name == "input" and len(graph.node) > 10
+    capsys.readouterr()
+    assert main(["export", str(out), "--format", "onnx-qdq", "--check", "digits", "--check-limit", "64",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["format"] == "onnx-qdq" and result["path"].endswith("exported_qdq.onnx")
+    assert result["check"]["images"] == 64 and result["check"]["prediction_agreement"] >= 0.99
+    with pytest.raises(SystemExit) as usage:
+        main(["export", str(out), "--format", "tflite"])
+    assert usage.value.code == 2 and "invalid choice: 'tflite'" in capsys.readouterr().err
 
 
 def test_search_resumes_after_sigkill(tmp_path):

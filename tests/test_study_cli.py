@@ -69,8 +69,9 @@ def test_export_json(tmp_path, capsys):
     (folder / "export_check.json").write_text(json.dumps({"input_shape": [4]}))
     assert odimo("export", str(folder), "--json") == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out) == {"result_dir": str(folder), "onnx": str(folder / "exported.onnx"),
-                                        "input_shape": [4], "channel_split": {"1": {"digital": 2}}}
+    assert json.loads(captured.out) == {"result_dir": str(folder), "format": "onnx-float",
+                                        "path": str(folder / "exported.onnx"), "onnx": str(folder / "exported.onnx"),
+                                        "check": None, "channel_split": {"1": {"digital": 2}}}
     assert "wrote" in captured.err and (folder / "exported.onnx").is_file()
 
 

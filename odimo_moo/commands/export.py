@@ -1,4 +1,4 @@
-"""``odimo export``: turn a result folder's exported network into ONNX (or print its mapping)."""
+"""``odimo export``: write a result folder's exported network in a deployable format (or check it)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunFailure, UsageError
+FORMATS = ("onnx-qdq", "onnx-float", "torch-export", "state-dict")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "export", help="write a result folder's exported network as ONNX",
+        "export", help="write a result folder's exported network as ONNX, torch.export or state_dict",
         description="Read RESULT_DIR/exported.pt (written by `odimo search`, `odimo run` trials and baselines) "
-                    "and write it as ONNX; print the per-layer channel split from RESULT_DIR/mapping.json.")
+                    "and write it in --format; print the per-layer channel split from RESULT_DIR/mapping.json. "
+                    "With --check DATASET, run the written file on DATASET's test split and compare it with "
+                    "the network. See docs/EXPORT.md.")
     parser.add_argument("result_dir", help="a result folder (holds exported.pt and mapping.json)")
-    parser.add_argument("--out", default=None, help="ONNX file to write (default: RESULT_DIR/exported.onnx)")
+    parser.add_argument("--format", default="onnx-float", choices=FORMATS,
+                        help="onnx-float (default): float ONNX; onnx-qdq: integer QuantizeLinear/DequantizeLinear "
+                             "ONNX tagged per unit; torch-export: torch.export program (.pt2); state-dict: "
+                             "tensors only")
+    parser.add_argument("--out", default=None,
+                        help="file to write (default: the run's own file for the format in RESULT_DIR: exported.onnx, "
+                             "exported_qdq.onnx, exported.pt2, exported_state_dict.pt)")
+    parser.add_argument("--check", default=None, metavar="DATASET",
+                        help="compare the written file with the network on DATASET's test split (ONNX runs in "
+                             "onnxruntime): prediction agreement and largest logit difference")
+    parser.add_argument("--data-root", default=None, help="where --check's data set lives (digits needs none)")
+    parser.add_argument("--check-limit", type=int, default=None, metavar="N",
+                        help="compare on at most N test images (default: all)")
     parser.add_argument("--json", action="store_true",
-                        help="print the ONNX path and the channel split as JSON on stdout (messages on stderr)")
+                        help="print the file, its check and the channel split as JSON on stdout (messages on stderr)")
     parser.set_defaults(handler=run)
 
 
@@ -34,30 +48,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> dict[str, Any]:
-    """Write the ONNX file; print it and the channel split (stdout); return them for --json."""
-    import torch
-
-    from ..artifacts import export_onnx
+    """Write the file (and check it); print it and the channel split; return them for --json."""
+    from ..artifacts import export_result_folder
 
     folder = Path(args.result_dir)
-    model_path, mapping_path = folder / "exported.pt", folder / "mapping.json"
-    if not model_path.is_file() or not mapping_path.is_file():
-        raise UsageError(f"{folder} is not a result folder: expected exported.pt and mapping.json in it")
-    try:
-        model = torch.load(model_path, map_location="cpu", weights_only=False).eval()
-        mapping = json.loads(mapping_path.read_text())
-    except Exception as exc:
-        raise RunFailure(f"cannot read {folder}: {type(exc).__name__}: {exc}") from exc
-    check = json.loads((folder / "export_check.json").read_text()) if (folder / "export_check.json").is_file() else {}
-    shape = check.get("input_shape")
-    if shape is None:
-        raise UsageError(f"{folder}/export_check.json lacks input_shape; re-run the search to regenerate it")
-    target = Path(args.out) if args.out else folder / "exported.onnx"
-    if not export_onnx(model, torch.zeros([1] + list(shape)), target):
-        raise UsageError("ONNX export needs the onnx package: pip install 'odimo-moo[onnx]'")
+    result = export_result_folder(folder, args.format, Path(args.out) if args.out else None,
+                                  check_dataset=args.check, data_root=args.data_root, check_limit=args.check_limit)
+    mapping = json.loads((folder / "mapping.json").read_text())
     split = {layer: {unit: u["count"] for unit, u in info["units"].items()}
              for layer, info in mapping["layers"].items()}
-    print(f"wrote {target}")
+    print(f"wrote {result['path']} ({args.format})")
+    if "check" in result:
+        check = result["check"]
+        print(f"  checked on {check['images']} {args.check} test images: predictions agree on "
+              f"{100 * check['prediction_agreement']:.2f} %, largest logit difference "
+              f"{check['max_abs_logit_difference']:.3g} ({100 * check['max_relative_logit_difference']:.3g} %)")
     for layer, units in split.items():
         print(f"  {layer:<28} " + "  ".join(f"{unit}={count}" for unit, count in units.items()))
-    return {"result_dir": str(folder), "onnx": str(target), "input_shape": list(shape), "channel_split": split}
+    return {"result_dir": str(folder), "format": args.format, "path": result["path"], "onnx": result["path"],
+            "check": result.get("check"), "channel_split": split}
