@@ -25,7 +25,7 @@ class CostTarget:
 
     relative_target: float
     weight: float = 1.0
-    rate: float = 0.05
+    rate: float = 0.1
     low: float = 1e-3
     high: float = 1e4
 

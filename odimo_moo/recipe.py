@@ -39,8 +39,8 @@ class Recipe:
     warmed-up supernet, ``search_epochs + finetune_epochs`` under the frozen mapping: exactly the
     training every fixed-mapping baseline gets, so a comparison judges the mappings alone) or
     ``scratch`` (a fresh initialisation, ``finetune_epochs``). A ``cost_target`` > 0 (in the setup
-    metric's unit: cycles or microjoules) searches to that cost: lambda starts at ``cost_weight`` (1 if
-    0) and is adapted every step (:class:`odimo_moo.cost_target.CostTarget`), without the ramp.
+    metric's unit: cycles or microjoules) searches to that cost: lambda starts at ``cost_weight`` (0.01
+    if 0) and is adapted every step (:class:`odimo_moo.cost_target.CostTarget`), without the ramp.
     """
 
     warmup_epochs: int = 3

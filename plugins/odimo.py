@@ -16,6 +16,11 @@ from odimo_moo.training import PhaseSpec, assignment_optimizer, weights_optimize
 from odimo_moo.workbench import Workbench
 
 
+#: lambda at the start of a search to a cost target (unless the recipe gives one): low, so that the
+#: cost comes down to the target gradually rather than overshooting it (DIANA saturates at ~1).
+TARGET_START_WEIGHT = 0.01
+
+
 class ODiMOSearch(Strategy):
     name = "odimo"
     description = "gradient search of per-channel mappings (ODiMO), one network per lambda"
@@ -34,7 +39,8 @@ class ODiMOSearch(Strategy):
 
         target = None
         if recipe.cost_target > 0:
-            target = CostTarget(recipe.cost_target / model.reference_cost(), weight=recipe.cost_weight or 1.0)
+            target = CostTarget(recipe.cost_target / model.reference_cost(),
+                                weight=recipe.cost_weight or TARGET_START_WEIGHT)
         runner.run(PhaseSpec("search", recipe.search_epochs, optimizers, cost_weight_at=recipe.lambda_at,
                              on_epoch_start=lambda epoch: model.set_temperature(recipe.temperature_at(epoch)),
                              lr_schedule=recipe.lr_schedule, cost_target=target))

@@ -52,3 +52,28 @@ def test_search_to_a_target_adapts_lambda_and_checkpoints_it(tmp_path):
     assert outcome.latency_cycles < reference
     state = torch.load(tmp_path / "run" / "checkpoints" / "search.pt", weights_only=False)
     assert state["cost_target"]["weight"] == pytest.approx(lambdas[-1])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "cycles=5"], "expected COST=VALUE with COST one of latency_cycles, energy_uj"),
+    (["--target", "energy_uj=5"], "--target energy_uj needs --metric energy"),
+    (["--target", "latency_cycles=-3"], "the value must be a positive number"),
+    (["--target", "latency_cycles=nan"], "the value must be a positive number"),
+])
+def test_search_target_usage_errors(tmp_path, capsys, argv, message):
+    from odimo_moo.cli import main
+
+    assert main(["search", "--data-limit", "40", "--out", str(tmp_path / "run"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_search_command_takes_a_target(tmp_path, capsys):
+    from odimo_moo.cli import main
+
+    out = tmp_path / "run"
+    assert main(["search", "--data-limit", "60", "--image-size", "16", "--no-progress", "--out", str(out),
+                 "--target", "latency_cycles=25000", "--set", "warmup_epochs=1", "--set", "search_epochs=1",
+                 "--set", "finetune_epochs=1", "--json"]) == 0
+    outcome = json.loads(capsys.readouterr().out)[0]
+    assert outcome["params"]["cost_target"] == 25000.0

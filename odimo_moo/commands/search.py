@@ -25,6 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lambda", dest="cost_weight", type=float, default=0.0,
                         help="cost weight lambda (>= 0) of the dimensionless cost term ln(cost / cost on the "
                              "default unit): 1 %% less cost is worth lambda/100 of task loss (useful: 0.1 to 100)")
+    parser.add_argument("--target", default=None, metavar="COST=VALUE",
+                        help="search to a cost instead of a lambda, e.g. --target latency_cycles=20000 (the cost "
+                             "of --metric: latency_cycles or energy_uj); lambda then adapts every step")
     parser.add_argument("--strategy", default="odimo", help="registered strategy (default: odimo)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="training parameter, e.g. --set search_epochs=10 --set parametrization=softmax")
@@ -47,6 +50,26 @@ def folder_lock(folder: Path) -> Iterator[None]:
         yield
 
 
+def parse_target(text: str, metric: str) -> float:
+    """``COST=VALUE`` of ``--target``: the cost must be the one of ``--metric``, the value positive."""
+    from ..strategy import COST_FIELDS
+
+    field, _, value = text.partition("=")
+    if field not in COST_FIELDS.values():
+        raise UsageError(f"--target {text!r}: expected COST=VALUE with COST one of "
+                         f"{', '.join(COST_FIELDS.values())}, e.g. --target latency_cycles=20000")
+    if field != COST_FIELDS[metric]:
+        wanted = next(name for name, cost in COST_FIELDS.items() if cost == field)
+        raise UsageError(f"--target {field} needs --metric {wanted} (the search optimises {metric})")
+    try:
+        target = float(value)
+    except ValueError:
+        target = float("nan")
+    if not (target > 0 and target < float("inf")):
+        raise UsageError(f"--target {text!r}: the value must be a positive number")
+    return target
+
+
 def run(args: argparse.Namespace) -> int:
     if args.cost_weight < 0:
         raise UsageError(f"--lambda must be >= 0, got {args.cost_weight}")
@@ -57,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
     params = parse_assignments(args.set)
     params["lambda"] = args.cost_weight
+    if args.target is not None:
+        params["cost_target"] = parse_target(args.target, args.metric)
     setup = build_setup(args)
     folder = out_dir(args.out or f"runs/search-{args.soc}-{args.model}-{args.cost_weight:g}")
     bench = Workbench(setup, cache_dir=folder / "warmup-cache")
