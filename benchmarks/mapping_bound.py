@@ -122,6 +122,20 @@ def main() -> None:
               f"({pair['layers_split_over_several_units']} of {len(layers)} layers split); searched / exact: "
               f"{ratios}", flush=True)
     common.write_result("mapping_bound", result, args.output)
+    print(markdown_table(result))
+
+
+def markdown_table(result: dict) -> str:
+    """The table of benchmarks/README.md: searched / exact optimum per (SoC, model, input), worst init."""
+    keys = [f"{p}/{i}" for p in ("thermometric", "softmax") for i in INITS]
+    lines = ["| SoC / model / input | searched layers | exact optimum [cycles] | exact / bound | "
+             + " | ".join(keys) + " |", "|---|---:|---:|---:|" + "---:|" * len(keys)]
+    for pair in result["pairs"]:
+        shape = "x".join(str(d) for d in pair["input_shape"][1:])
+        ratios = " | ".join(f"{pair['searched'][k]['ratio']:.4f}" for k in keys)
+        lines.append(f"| {pair['soc']} / {pair['model']} / {shape} | {pair['searched_layers']} | "
+                     f"{pair['latency_cycles']:,.0f} | {pair['network_ratio']:.4f} | {ratios} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
