@@ -36,6 +36,9 @@ class ThreadProbe(Strategy):
         (workdir / "threads.json").write_text(json.dumps(
             {"intra": torch.get_num_threads(), "interop": torch.get_num_interop_threads()}))
         if os.environ.get("ODIMO_TEST_CTRL_C"):
+            # a shell starting the tests in the background ignores SIGINT in its children: restore
+            # Python's own handler, as a terminal's Ctrl-C would find it
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             os.kill(os.getpid(), signal.SIGINT)
         return [Outcome("threadprobe", 0.5, 0.5, 100.0, 1.0, {}, label="probe", seed=bench.setup.seed)]
 
