@@ -115,6 +115,10 @@ def unit_gradients(slopes: torch.Tensor, feasible: torch.Tensor) -> torch.Tensor
     ``(s_ab - s_ba) / 2`` when both moves are possible, the one possible move's slope otherwise)."""
     units, _, layers = slopes.shape
     weight = feasible.to(slopes.dtype)
+    if units == 2:  # the least-squares solution in closed form (no pseudo-inverse per step)
+        forward, backward = weight[0, 1] * slopes[0, 1], weight[1, 0] * slopes[1, 0]
+        difference = (forward - backward) / (weight[0, 1] + weight[1, 0]).clamp_min(1.0)
+        return torch.stack([-difference / 2, difference / 2])
     # Normal equations of sum over feasible (a, b) of (g_b - g_a - s_ab)^2: a graph Laplacian system.
     links = weight + weight.transpose(0, 1)  # [K, K, L]
     laplacian = torch.diag_embed(links.sum(dim=1).t()) - links.permute(2, 0, 1)  # [L, K, K]

@@ -192,3 +192,20 @@ def test_cost_term_gradient_is_the_same_whatever_the_cycle_scale(socs):
         gradients.append(torch.cat([p.grad.flatten() for p in model.nas_parameters()]))
     assert float(gradients[0].abs().max()) > 0
     torch.testing.assert_close(gradients[0], gradients[1], rtol=1e-9, atol=0.0)
+
+
+@pytest.mark.parametrize("feasible_pairs", [((0, 1), (1, 0)), ((0, 1),), ((1, 0),), ()])
+def test_two_unit_closed_form_equals_the_least_squares_of_a_larger_system(feasible_pairs):
+    """Two units take a closed form; embedded as units 0 and 1 of a three-unit system whose third unit
+    has no feasible move, the general least-squares path gives the same differences."""
+    two = torch.zeros(2, 2, 1, dtype=torch.float64)
+    three = torch.zeros(3, 3, 1, dtype=torch.float64)
+    two[0, 1, 0] = three[0, 1, 0] = 7.0
+    two[1, 0, 0] = three[1, 0, 0] = 3.0
+    feasible2 = torch.zeros(2, 2, 1, dtype=torch.bool)
+    feasible3 = torch.zeros(3, 3, 1, dtype=torch.bool)
+    for a, b in feasible_pairs:
+        feasible2[a, b, 0] = feasible3[a, b, 0] = True
+    g2, g3 = unit_gradients(two, feasible2)[:, 0], unit_gradients(three, feasible3)[:, 0]
+    assert float(g2[1] - g2[0]) == pytest.approx(float(g3[1] - g3[0]), abs=1e-12)
+    assert float(g2.sum()) == pytest.approx(0.0, abs=1e-12)
