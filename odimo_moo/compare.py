@@ -443,6 +443,18 @@ def report_csv(report: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
+def separation_lines(report: dict[str, Any], digits: int) -> list[str]:
+    """What the seeds tell apart, one line each (shared by the text and the markdown reports)."""
+    if len(report["seeds"]) < 2:
+        return ["one seed only: no difference can be told apart from the seed noise"]
+    if not report["separations"]:
+        return ["no difference separates from the seed noise"]
+    return [f"{item['better']} better than {item['worse']} on {item['measure']}: "
+            f"[{item['better_range'][0]:.{digits}g}, {item['better_range'][1]:.{digits}g}] vs "
+            f"[{item['worse_range'][0]:.{digits}g}, {item['worse_range'][1]:.{digits}g}]"
+            for item in report["separations"]]
+
+
 def format_table(report: dict[str, Any]) -> str:
     """The report as readable text."""
     cost_field = report["cost_field"]
@@ -489,14 +501,7 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(f"    {row['method']:<16} iso-cost acc {_number(iso['iso_cost_accuracy'])}{gain:<11} "
                          f"iso-acc cost {_number(iso['iso_accuracy_cost'], 6)}{ratio}")
     lines += ["", f"separation: {report['separation_rule']}"]
-    if len(seeds) < 2:
-        lines.append("  one seed only: no difference can be told apart from seed noise")
-    elif not report["separations"]:
-        lines.append("  no difference separates")
-    for item in report["separations"]:
-        lines.append(f"  {item['better']} better than {item['worse']} on {item['measure']}: "
-                     f"[{item['better_range'][0]:.5g}, {item['better_range'][1]:.5g}] vs "
-                     f"[{item['worse_range'][0]:.5g}, {item['worse_range'][1]:.5g}]")
+    lines += [f"  {line}" for line in separation_lines(report, digits=5)]
     for method, per_seed in report["oneshot"].items():
         for seed, trace in per_seed.items():
             final = trace["trace"][-1] if trace["trace"] else [0, 0.0, 0.0]

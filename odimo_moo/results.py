@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .checkpoint import atomic_write_bytes
+from .compare import separation_lines
 
 #: What the paper (Risso et al., IEEE TCAD 2025) claims per SoC, quoted next to the measured numbers.
 PAPER_CLAIMS = {
@@ -153,14 +154,7 @@ def results_section(report: Mapping[str, Any], run: Mapping[str, Any], sources: 
                 lines.append(f"| {row['method']} | {name} | {accuracy:.4f} | {points[0][cost]:.5g} | {ratio} "
                              f"| {gain} |")
     lines += ["", f"Separation rule: {report['separation_rule']}", ""]
-    if len(report["seeds"]) < 2:
-        lines.append("- one seed only: no difference can be told apart from the seed noise.")
-    elif not report["separations"]:
-        lines.append("- no difference separates from the seed noise.")
-    for item in report["separations"]:
-        lines.append(f"- {item['better']} better than {item['worse']} on {item['measure']}: "
-                     f"[{item['better_range'][0]:.4g}, {item['better_range'][1]:.4g}] vs "
-                     f"[{item['worse_range'][0]:.4g}, {item['worse_range'][1]:.4g}]")
+    lines += [f"- {line}" for line in separation_lines(report, digits=4)]
     for method, per_seed in report["oneshot"].items():
         for seed, trace in per_seed.items():
             reached = trace["reached_at"]

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from test_study_drivers import TRIAL_LOG, toy_config
+from test_study_drivers import run_study_workers, toy_config
 
 URL = os.environ.get("ODIMO_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not URL, reason="ODIMO_TEST_POSTGRES_URL is not set; start a throwaway server "
@@ -64,20 +62,7 @@ def test_four_workers_account_for_every_trial_exactly_once(tmp_path: Path, fresh
     config = toy_config(tmp_path, name=name, storage=url, trials=TRIALS, training={"sleep_s": 0.5},
                         search_space={"lambda": [1.0e-6, 1.0e-4]}, sampler={"name": "random"},
                         heartbeat={"interval": 1, "grace": 30, "max_retry": 1})
-    log = tmp_path / "trial_end.jsonl"
-    env = {**os.environ, TRIAL_LOG: str(log), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("ODIMO_DEBUG", None)
-    command = [sys.executable, "-m", "odimo_moo.cli", "run", str(config), "--no-progress", "--no-report"]
-    logs = [tmp_path / f"worker{i}.log" for i in range(WORKERS)]
-    workers = [subprocess.Popen(command, stdout=open(path, "w"), stderr=subprocess.STDOUT, env=env) for path in logs]
-    try:
-        for worker, path in zip(workers, logs):
-            assert worker.wait(timeout=TIMEOUT_S) == 0, path.read_text()
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+    log, _ = run_study_workers(tmp_path, config, WORKERS, TIMEOUT_S)
     storage = optuna.storages.RDBStorage(url)
     study = optuna.load_study(study_name=name, storage=storage)
     try:

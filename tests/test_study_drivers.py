@@ -11,6 +11,8 @@ import csv
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -83,6 +85,26 @@ def toy_config(tmp_path: Path, **changes: Any) -> Path:
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def run_study_workers(tmp_path: Path, config: Path, count: int, timeout_s: float) -> tuple[Path, list[int]]:
+    """Start ``count`` ``odimo run CONFIG`` processes at once, wait for each to exit 0, and return the
+    file their toy strategy logs every trial end to, and the workers' process ids."""
+    log = tmp_path / "trial_end.jsonl"
+    env = {**os.environ, TRIAL_LOG: str(log), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("ODIMO_DEBUG", None)
+    command = [sys.executable, "-m", "odimo_moo.cli", "run", str(config), "--no-progress", "--no-report"]
+    logs = [tmp_path / f"worker{i}.log" for i in range(count)]
+    workers = [subprocess.Popen(command, stdout=open(path, "w"), stderr=subprocess.STDOUT, env=env) for path in logs]
+    try:
+        for worker, path in zip(workers, logs):
+            assert worker.wait(timeout=timeout_s) == 0, path.read_text()
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    return log, [worker.pid for worker in workers]
 
 
 def odimo(*args: str) -> int:

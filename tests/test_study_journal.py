@@ -26,7 +26,7 @@ from odimo_moo.study.ledger import FAILURE, SURPLUS, work_number
 from odimo_moo.study.storage import open_storage
 from odimo_moo.study.workers import WORKER_ATTR, fail_dead_local_trials, is_dead, this_worker
 from test_study_config import BASE, _problems
-from test_study_drivers import TRIAL_LOG, odimo, toy_config
+from test_study_drivers import odimo, run_study_workers, toy_config
 
 WORKERS = 3
 TRIALS = 6
@@ -80,20 +80,7 @@ def test_three_workers_on_one_journal_account_for_every_trial_exactly_once(tmp_p
     config = toy_config(tmp_path, storage=f"journal://{journal}", trials=TRIALS, training={"sleep_s": 0.3},
                         search_space={"lambda": [1.0e-6, 1.0e-4]}, sampler={"name": "random"},
                         heartbeat={"interval": 1, "grace": 30, "max_retry": 1}, artifacts=False)
-    log = tmp_path / "trial_end.jsonl"
-    env = {**os.environ, TRIAL_LOG: str(log), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("ODIMO_DEBUG", None)
-    command = [sys.executable, "-m", "odimo_moo.cli", "run", str(config), "--no-progress", "--no-report"]
-    logs = [tmp_path / f"worker{i}.log" for i in range(WORKERS)]
-    workers = [subprocess.Popen(command, stdout=open(path, "w"), stderr=subprocess.STDOUT, env=env) for path in logs]
-    try:
-        for worker, path in zip(workers, logs):
-            assert worker.wait(timeout=TIMEOUT_S) == 0, path.read_text()
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+    log, pids_started = run_study_workers(tmp_path, config, WORKERS, TIMEOUT_S)
     trials = optuna.load_study(study_name="toy", storage=open_storage(f"journal://{journal}")).trials
     states = Counter(t.state for t in trials)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -110,7 +97,7 @@ def test_three_workers_on_one_journal_account_for_every_trial_exactly_once(tmp_p
     ends = Counter(json.loads(line)["trial"] for line in log.read_text().splitlines())
     assert ends == Counter({t.number: 1 for t in complete})
     pids = Counter(t.user_attrs[WORKER_ATTR]["pid"] for t in complete)
-    assert set(pids) <= {w.pid for w in workers} and len(pids) >= 2, f"the workers did not share the study: {pids}"
+    assert set(pids) <= set(pids_started) and len(pids) >= 2, f"the workers did not share the study: {pids}"
 
 
 def _dead_pid() -> int:
