@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import sys
@@ -190,6 +191,13 @@ class PhaseRunner:
         best: dict[str, Any] | None = None
         start = 0
         path = self._path(spec.name)
+        if self.fingerprint is not None:
+            # A phase's random streams (shuffling, augmentation, sampled splits) come from what it is,
+            # not from what the process did before: a deleted cache is rebuilt identically.
+            phase_seed = int(hashlib.sha256(f"{self.fingerprint}/{spec.name}".encode()).hexdigest()[:15], 16)
+            seed_everything(phase_seed)
+            if self._shuffler() is not None:
+                self._shuffler().manual_seed(phase_seed)
         if path.exists():
             state = load_checkpoint(path)
             stored = state.get("fingerprint")
