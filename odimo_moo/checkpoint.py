@@ -23,8 +23,18 @@ def _temporary(path: Path) -> str:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise _write_failure(path, exc) from exc
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the mode open() would
+    finally:
+        os.close(fd)
     return tmp
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _write_failure(path: Path, exc: BaseException) -> RunFailure:
