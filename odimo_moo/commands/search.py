@@ -71,8 +71,8 @@ def parse_target(text: str, metric: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.cost_weight < 0:
-        raise UsageError(f"--lambda must be >= 0, got {args.cost_weight}")
+    if not (args.cost_weight >= 0 and args.cost_weight < float("inf")):
+        raise UsageError(f"--lambda must be a finite number >= 0, got {args.cost_weight}")
     apply_threads(args.threads)
 
     from ..checkpoint import check_writable
