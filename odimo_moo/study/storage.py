@@ -3,6 +3,7 @@ a journal file with its file lock) and creating or joining the study itself."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import random
@@ -39,6 +40,16 @@ def retry_callback(heartbeat: Heartbeat) -> RetryHeartbeatStaleTrialCallback:
     return RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)
 
 
+def _with_installed_driver(url: str) -> str:
+    """A plain ``postgresql://`` URL names no driver and SQLAlchemy may pick one that is not installed
+    (psycopg 3 in recent versions) while psycopg2, which the ``postgres`` extra installs, is: use it."""
+    scheme, separator, rest = url.partition("://")
+    if separator and scheme in ("postgresql", "postgres") and importlib.util.find_spec("psycopg2") is not None \
+            and importlib.util.find_spec("psycopg") is None:
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
 def open_storage(url: str, heartbeat: Heartbeat | None = None) -> BaseStorage:
     """The storage at ``url`` (see :mod:`.storage_url`). An RDB storage given ``heartbeat`` makes
     running trials beat and retries dead workers' trials; a journal file has no heartbeat (see
@@ -56,6 +67,7 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None) -> BaseStorage:
     if heartbeat is not None:
         options = {"heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace,
                    "heartbeat_stale_trial_callback": retry_callback(heartbeat)}
+    url = _with_installed_driver(url)
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
             return RDBStorage(url, **options)
