@@ -78,7 +78,7 @@ def test_search_resumes_after_sigkill(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["search", "--lambda", "-1"], "--lambda must be >= 0"),
+    (["search", "--lambda", "-1"], "--lambda must be a finite number >= 0"),
     (["search", "--soc", "nosuch"], "unknown SoC 'nosuch'"),
     (["search", "--model", "nosuch"], "unknown model 'nosuch'"),
     (["search", "--set", "search_epochs=-2"], "search_epochs must be >= 0"),
