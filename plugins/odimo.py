@@ -44,7 +44,7 @@ class ODiMOSearch(Strategy):
         runner.run(PhaseSpec("search", recipe.search_epochs, optimizers, cost_weight_at=recipe.lambda_at,
                              on_epoch_start=lambda epoch: model.set_temperature(recipe.temperature_at(epoch)),
                              lr_schedule=recipe.lr_schedule, cost_target=target))
-        label = f"lambda={recipe.cost_weight:g}"
+        label = f"target={recipe.cost_target:g}" if target else f"lambda={recipe.cost_weight:g}"
         if recipe.finetune_from == "warmup":
             mapping = {name: layer.unit_indices[layer.units_of_channels()].cpu()
                        for name, layer in model.split_layers()}
