@@ -23,6 +23,7 @@ import inspect
 import os
 import pickle
 import tempfile
+import zlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,16 +153,25 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 def _read_idx(path: Path, reader: Callable[[str], torch.Tensor], what: str = "MNIST") -> torch.Tensor:
     """Read an IDX file (plain or gzip) with torchvision's reader (``what``: the dataset, for errors)."""
+    fix = "replace it with the original release file"
     try:
         if path.suffix != ".gz":
-            return reader(str(path))
-        with tempfile.TemporaryDirectory() as tmp:
-            plain = Path(tmp) / path.stem
-            with gzip.open(path, "rb") as source:
-                plain.write_bytes(source.read())
-            return reader(str(plain))
-    except (OSError, EOFError, AssertionError, KeyError, ValueError, RuntimeError) as exc:
-        raise UsageError(f"{path} is not a valid {what} IDX file ({type(exc).__name__}: {exc})") from exc
+            data = reader(str(path))
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                plain = Path(tmp) / path.stem
+                with gzip.open(path, "rb") as source:
+                    plain.write_bytes(source.read())
+                data = reader(str(plain))
+    except AssertionError as exc:  # torchvision asserts the magic number and the dimension count
+        reason = str(exc) or "its header is not an IDX header"
+        raise UsageError(f"{path} is not a valid {what} IDX file ({reason}); {fix}") from exc
+    except (zlib.error, EOFError, gzip.BadGzipFile) as exc:
+        raise UsageError(f"{path} is not a valid {what} IDX file (its gzip data is damaged: {exc}); {fix}") from exc
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+        # TypeError: torchvision's readers refuse an IDX type byte other than unsigned bytes (0x08)
+        raise UsageError(f"{path} is not a valid {what} IDX file ({type(exc).__name__}: {exc}); {fix}") from exc
+    return data
 
 
 def _read_mnist_pair(folder: Path, prefix: str,

@@ -131,6 +131,34 @@ def test_fashion_mnist_missing_and_bad_files(tmp_path: Path) -> None:
         load_dataset("fashion_mnist", tmp_path, image_size=0)
 
 
+def _damage_gzip_body(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    for i in range(20, min(len(raw) - 8, 60)):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def _rewrite_header(path: Path, offset: int, value: bytes) -> None:
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[offset:offset + len(value)] = value
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_damage_gzip_body, "its gzip data is damaged"),
+    (lambda path: _rewrite_header(path, 2, b"\x09"), "TypeError: x should be of dtype torch.uint8"),  # type byte
+    (lambda path: _rewrite_header(path, 0, b"\x12\x34"), "its header is not an IDX header"),  # magic
+])
+def test_damaged_idx_files_are_one_line_usage_errors(tmp_path: Path, damage, reason: str) -> None:
+    _write_fashion(tmp_path, compress=True)
+    damage(tmp_path / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(UsageError) as error:
+        load_dataset("fashion_mnist", tmp_path)
+    message = str(error.value)
+    assert "t10k-labels-idx1-ubyte.gz is not a valid Fashion-MNIST IDX file" in message and reason in message
+    assert message.endswith("replace it with the original release file") and "\n" not in message
+
+
 # -- imagefolder trees the test writes ---------------------------------------------------------
 
 CLASSES = ["cat", "dog", "eel"]
