@@ -84,28 +84,31 @@ def pair_slopes(tables: CostTables, counts: torch.Tensor, metric: str) -> tuple[
     units, layers, width = times.shape
     n = counts.detach().round().long()
     current = tables.unit_cycles(n)
-    base = tables.soc.layer_costs(current)[metric]
-    steps = torch.arange(1, width, device=times.device)
+    base = tables.soc.layer_costs(current)[metric]  # [L]
+    steps = torch.arange(1, width, device=times.device)  # [M]
+    # every ordered pair (a, b) at once: P pairs x L layers x M step lengths
+    source, target = (index.flatten() for index in torch.meshgrid(
+        torch.arange(units, device=times.device), torch.arange(units, device=times.device), indexing="ij"))
+    distinct = source != target
+    source, target = source[distinct], target[distinct]
+    pairs = torch.arange(source.numel(), device=times.device)
+    given = (n[source].unsqueeze(2) - steps).clamp_min(0)  # [P, L, M]
+    taken = (n[target].unsqueeze(2) + steps).clamp_max(width - 1)
+    moved = current.unsqueeze(0).unsqueeze(3).repeat(source.numel(), 1, 1, width - 1)  # [P, K, L, M]
+    moved[pairs, source] = times[source].gather(2, given)
+    moved[pairs, target] = times[target].gather(2, taken)
+    valid = (steps <= n[source].unsqueeze(2)) & torch.isfinite(moved[pairs, target])
+    change = tables.soc.layer_costs(moved.transpose(0, 1))[metric] - base.view(1, -1, 1)  # [P, L, M]
+    significant = valid & (change.abs() > SIGNIFICANT * base.abs().view(1, -1, 1))
+    last_valid = (valid.sum(dim=2) - 1).clamp_min(0)
+    first = torch.where(significant.any(dim=2), significant.to(torch.int8).argmax(dim=2), last_valid)  # [P, L]
+    step_change = change.gather(2, first.unsqueeze(2)).squeeze(2)
+    possible = valid[:, :, 0]
     slopes = torch.zeros(units, units, layers, dtype=times.dtype, device=times.device)
     feasible = torch.zeros(units, units, layers, dtype=torch.bool, device=times.device)
-    for a in range(units):
-        given = (n[a].unsqueeze(1) - steps).clamp_min(0)  # [L, M]
-        for b in range(units):
-            if a == b:
-                continue
-            taken = (n[b].unsqueeze(1) + steps).clamp_max(width - 1)
-            moved = current.unsqueeze(2).repeat(1, 1, width - 1)  # [K, L, M]
-            moved[a] = times[a].gather(1, given)
-            moved[b] = times[b].gather(1, taken)
-            valid = (steps <= n[a].unsqueeze(1)) & torch.isfinite(moved[b])
-            change = tables.soc.layer_costs(moved)[metric] - base.unsqueeze(1)
-            significant = valid & (change.abs() > SIGNIFICANT * base.abs().unsqueeze(1))
-            last_valid = (valid.sum(dim=1) - 1).clamp_min(0)
-            first = torch.where(significant.any(dim=1), significant.to(torch.int8).argmax(dim=1), last_valid)
-            step_change = change.gather(1, first.unsqueeze(1)).squeeze(1)
-            feasible[a, b] = valid[:, 0]
-            slopes[a, b] = torch.where(feasible[a, b], step_change / (first + 1).to(times.dtype),
-                                       torch.zeros_like(step_change))
+    feasible[source, target] = possible
+    slopes[source, target] = torch.where(possible, step_change / (first + 1).to(times.dtype),
+                                         torch.zeros_like(step_change))
     return slopes, feasible
 
 

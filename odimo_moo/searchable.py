@@ -316,7 +316,8 @@ class ODiMO(nn.Module):
         metric = metric or self.metric
         if metric not in METRICS:
             raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-        total = self.searched_cost_of(self.unit_counts())[metric].sum()
+        counts = self.unit_counts().to(torch.float64)
+        total = discrete_layer_cost(self._cost_tables(), counts, metric).sum()
         if include_fixed:
             total = total + self._fixed_costs[metric]
         return total
