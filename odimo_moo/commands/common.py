@@ -12,8 +12,11 @@ build a parser that misses one), :func:`build_setup` reads them back, driven by
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
+import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -203,6 +206,17 @@ def apply_threads(count: int) -> None:
             torch.set_num_interop_threads(count)
         except RuntimeError:  # the pool is already fixed for this process (see above)
             pass
+
+
+def run_printing_json(args: argparse.Namespace, produce: Callable[[argparse.Namespace], Any]) -> int:
+    """Run a command's ``produce(args)``; with ``--json`` its messages go to stderr and the document
+    it returns is the only thing on stdout."""
+    stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        document = produce(args)
+    if args.json:
+        print(json.dumps(document, indent=2), file=stdout)
+    return 0
 
 
 def out_dir(path: str) -> Path:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
+
+from .common import run_printing_json
 
 FORMATS = ("onnx-qdq", "onnx-float", "torch-export", "state-dict")
 
@@ -39,12 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stdout = sys.stdout
-    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        result = _export(args)
-    if args.json:
-        print(json.dumps(result, indent=2), file=stdout)
-    return 0
+    return run_printing_json(args, _export)
 
 
 def _export(args: argparse.Namespace) -> dict[str, Any]:

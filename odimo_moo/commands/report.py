@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import sys
 from pathlib import Path
 from typing import Any
+
+from .common import run_printing_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -65,12 +64,7 @@ def _from_config(ref: str | None, plugins: list[str]) -> tuple[str, str | None, 
 
 
 def run(args: argparse.Namespace) -> int:
-    stdout = sys.stdout
-    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        document = _report(args)
-    if args.json:
-        print(json.dumps(document, indent=2), file=stdout)
-    return 0
+    return run_printing_json(args, _report)
 
 
 def _storage_of(args: argparse.Namespace) -> tuple[str, str | None, Path | None]:

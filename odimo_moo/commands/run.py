@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import sys
 import time
 from typing import Any, Callable
 
 from ..study.config import packaged_studies
-from .common import thread_count
+from .common import run_printing_json, thread_count
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -75,12 +72,7 @@ DRIVERS: dict[str, Callable[[Any, bool], Any]] = {"optuna": _run_optuna, "pymoo"
 
 
 def run(args: argparse.Namespace) -> int:
-    stdout = sys.stdout
-    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        summary = _run(args)
-    if args.json:
-        print(json.dumps(summary, indent=2), file=stdout)
-    return 0
+    return run_printing_json(args, _run)
 
 
 def dashboard_command(config: Any) -> str:
