@@ -197,21 +197,30 @@ def _read_mnist_pair(folder: Path, prefix: str,
     return images, labels
 
 
-def _mnist_folder(data_root: Path, download: bool) -> Path:
-    """The folder holding the IDX files: ``data_root`` itself or torchvision's ``data_root/MNIST/raw``."""
-    candidates = (data_root, data_root / "MNIST" / "raw")
+def _idx_folder(data_root: Path, download: bool, source: type[datasets.MNIST], what: str,
+                markers: Sequence[str], expected: str) -> Path:
+    """The folder holding a data set's IDX files: ``data_root`` itself or torchvision's
+    ``data_root/<source class>/raw`` (found by any of ``markers``), downloaded there on request."""
+    candidates = (data_root, data_root / source.__name__ / "raw")
     for folder in candidates:
-        if _find_idx(folder, "t10k-images-idx3-ubyte") is not None:
+        if any(_find_idx(folder, stem) is not None for stem in markers):
             return folder
     if download:
         try:
-            datasets.MNIST(str(data_root), download=True)
+            source(str(data_root), download=True)
         except (RuntimeError, OSError) as exc:
-            raise RunFailure(f"could not download MNIST into {candidates[1]}: {exc}") from exc
+            raise RunFailure(f"could not download {what} into {candidates[1]}: {exc}") from exc
         return candidates[1]
-    raise UsageError(f"no MNIST IDX files found in {' or '.join(str(c) for c in candidates)}; expected "
-                     f"t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] (and optionally the "
-                     f"train-* pair); pass --data-root to point at them or --download to fetch MNIST")
+    raise UsageError(f"no {what} IDX files found in {' or '.join(str(c) for c in candidates)}; expected "
+                     f"{expected}; pass --data-root to point at the folder holding them or --download to fetch "
+                     f"{what}")
+
+
+def _mnist_folder(data_root: Path, download: bool) -> Path:
+    """MNIST's IDX folder; the t10k pair is enough (the shared copy is the test split alone)."""
+    return _idx_folder(data_root, download, datasets.MNIST, "MNIST", ("t10k-images-idx3-ubyte",),
+                       "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] (and optionally the "
+                       "train-* pair)")
 
 
 def _normalize_mnist(images: torch.Tensor) -> torch.Tensor:
@@ -349,21 +358,9 @@ FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t1
 
 
 def _fashion_mnist_folder(data_root: Path, download: bool) -> Path:
-    """The folder of the IDX files: ``data_root`` itself or torchvision's ``data_root/FashionMNIST/raw``."""
-    candidates = (data_root, data_root / "FashionMNIST" / "raw")
-    for folder in candidates:
-        if any(_find_idx(folder, stem) is not None for stem in FASHION_MNIST_FILES):
-            return folder
-    if download:
-        try:
-            datasets.FashionMNIST(str(data_root), download=True)
-        except (RuntimeError, OSError) as exc:
-            raise RunFailure(f"could not download Fashion-MNIST into {candidates[1]}: {exc}") from exc
-        return candidates[1]
-    expected = ", ".join(stem + "[.gz]" for stem in FASHION_MNIST_FILES)
-    raise UsageError(f"no Fashion-MNIST IDX files found in {' or '.join(str(c) for c in candidates)}; "
-                     f"expected {expected}; pass --data-root to point at the folder holding them or "
-                     f"--download to fetch Fashion-MNIST")
+    """Fashion-MNIST's IDX folder (the four release files)."""
+    return _idx_folder(data_root, download, datasets.FashionMNIST, "Fashion-MNIST", FASHION_MNIST_FILES,
+                       ", ".join(stem + "[.gz]" for stem in FASHION_MNIST_FILES))
 
 
 def _idx_images(folder: Path, prefix: str, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
