@@ -95,7 +95,9 @@ def test_mnist_from_t10k_only() -> None:
     assert float(x.min()) == pytest.approx(-0.1307 / 0.3081)
 
 
-def _write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray, compress: bool) -> None:
+def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray, compress: bool) -> None:
+    """The ``prefix`` (train / t10k) images and labels as IDX files, gzipped or not (MNIST's layout)."""
+    folder.mkdir(parents=True, exist_ok=True)
     opener = gzip.open if compress else open
     suffix = ".gz" if compress else ""
     with opener(folder / f"{prefix}-images-idx3-ubyte{suffix}", "wb") as f:
@@ -107,8 +109,8 @@ def _write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray
 @pytest.mark.parametrize("compress", [False, True])
 def test_mnist_with_train_files(tmp_path: Path, compress: bool) -> None:
     rng = np.random.default_rng(0)
-    _write_idx(tmp_path, "train", rng.integers(0, 256, (40, 28, 28)), np.arange(40) % 10, compress)
-    _write_idx(tmp_path, "t10k", rng.integers(0, 256, (10, 28, 28)), np.arange(10), compress)
+    write_idx(tmp_path, "train", rng.integers(0, 256, (40, 28, 28)), np.arange(40) % 10, compress)
+    write_idx(tmp_path, "t10k", rng.integers(0, 256, (10, 28, 28)), np.arange(10), compress)
     bundle = load_dataset("mnist", tmp_path, val_fraction=0.25)
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (30, 10, 10)
     assert bundle.train.dataset is bundle.val.dataset is not bundle.test.dataset
@@ -119,14 +121,14 @@ def test_mnist_bad_folders(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=f"no MNIST IDX files found in {tmp_path}.*--download"):
         load_dataset("mnist", tmp_path)
     rng = np.random.default_rng(0)
-    _write_idx(tmp_path, "t10k", rng.integers(0, 256, (10, 28, 28)), np.arange(10), compress=True)
+    write_idx(tmp_path, "t10k", rng.integers(0, 256, (10, 28, 28)), np.arange(10), compress=True)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(UsageError, match="t10k-labels-idx1-ubyte.*missing"):
         load_dataset("mnist", tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
     with pytest.raises(UsageError, match="not a valid MNIST IDX file"):
         load_dataset("mnist", tmp_path)
-    _write_idx(tmp_path, "t10k", rng.integers(0, 256, (10, 28, 28)), np.arange(12) % 10, compress=True)
+    write_idx(tmp_path, "t10k", rng.integers(0, 256, (10, 28, 28)), np.arange(12) % 10, compress=True)
     with pytest.raises(UsageError, match="10 images but.*12 labels"):
         load_dataset("mnist", tmp_path)
 

@@ -7,7 +7,6 @@ the folders are absent.
 from __future__ import annotations
 
 import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from PIL import Image
 from odimo_moo import data as data_module
 from odimo_moo.data import (DataBundle, ImageTensorDataset, clear_image_cache, load_dataset, make_loaders)
 from odimo_moo.errors import UsageError
+from test_data import write_idx
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FASHION = SHARED / "fashion-mnist"
@@ -56,21 +56,11 @@ def _stack(split, count: int | None = None) -> torch.Tensor:
 
 # -- Fashion-MNIST from IDX files the test writes -----------------------------------------------
 
-def _write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray, compress: bool) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    opener = gzip.open if compress else open
-    suffix = ".gz" if compress else ""
-    with opener(folder / f"{prefix}-images-idx3-ubyte{suffix}", "wb") as f:
-        f.write(struct.pack(">IIII", 0x0803, *images.shape) + images.astype(np.uint8).tobytes())
-    with opener(folder / f"{prefix}-labels-idx1-ubyte{suffix}", "wb") as f:
-        f.write(struct.pack(">II", 0x0801, len(labels)) + labels.astype(np.uint8).tobytes())
-
-
 def _write_fashion(folder: Path, compress: bool = True, train: int = 40, test: int = 10) -> np.ndarray:
     rng = np.random.default_rng(0)
     test_images = rng.integers(0, 256, (test, 28, 28))
-    _write_idx(folder, "train", rng.integers(0, 256, (train, 28, 28)), np.arange(train) % 10, compress)
-    _write_idx(folder, "t10k", test_images, np.arange(test) % 10, compress)
+    write_idx(folder, "train", rng.integers(0, 256, (train, 28, 28)), np.arange(train) % 10, compress)
+    write_idx(folder, "t10k", test_images, np.arange(test) % 10, compress)
     return test_images
 
 
@@ -119,11 +109,11 @@ def test_fashion_mnist_missing_and_bad_files(tmp_path: Path) -> None:
                                          r"--download"):
         load_dataset("fashion_mnist", tmp_path)
     rng = np.random.default_rng(0)
-    _write_idx(tmp_path, "t10k", rng.integers(0, 256, (10, 28, 28)), np.arange(10), compress=True)
+    write_idx(tmp_path, "t10k", rng.integers(0, 256, (10, 28, 28)), np.arange(10), compress=True)
     with pytest.raises(UsageError, match=rf"{tmp_path} lacks train-images-idx3-ubyte\[\.gz\] and "
                                          r"train-labels-idx1-ubyte\[\.gz\]"):
         load_dataset("fashion_mnist", tmp_path)
-    _write_idx(tmp_path, "train", rng.integers(0, 256, (20, 28, 28)), np.arange(20) % 10, compress=True)
+    write_idx(tmp_path, "train", rng.integers(0, 256, (20, 28, 28)), np.arange(20) % 10, compress=True)
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
     with pytest.raises(UsageError, match="not a valid Fashion-MNIST IDX file"):
         load_dataset("fashion_mnist", tmp_path)
