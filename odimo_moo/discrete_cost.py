@@ -31,7 +31,6 @@ from .soc import SoC
 
 #: A change of a layer's cost smaller than this fraction of it is treated as no change (flat).
 SIGNIFICANT = 1e-3
-METRICS = ("latency", "energy")
 
 
 class CostTables:

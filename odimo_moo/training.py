@@ -102,9 +102,10 @@ def run_epoch(model: nn.Module, loader: DataLoader, device: torch.device,
                 if (weight > 0 or target is not None) and isinstance(model, ODiMO):
                     cost = model.cost
                     objective = loss + weight * cost.to(loss.dtype)
-                    cost_sum += float(cost.detach()) * targets.numel()
+                    cost_value = float(cost.detach())
+                    cost_sum += cost_value * targets.numel()
                     if target is not None:
-                        target.observe(float(cost.detach()))
+                        target.observe(cost_value)
                 if not math.isfinite(float(objective.detach())):
                     raise Diverged(f"training diverged: loss is {float(objective.detach())}")
                 for optimizer in optimizers:
