@@ -7,7 +7,6 @@ import copy
 import csv
 import dataclasses
 import io
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from .errors import RunFailure, UsageError
 from .export_formats import (compare_onnx, compare_outputs, export_float_onnx, export_qdq_onnx, has_integer_units,
                              onnx_session, save_state_dict, save_torch_export)
 from .searchable import ODiMO
+from .result_files import channel_split_of, input_shape_of, read_json_file
 from .soc import SoC
 
 EXPORT_TOLERANCE = 1e-4
@@ -101,7 +101,7 @@ def mapping_unit_names(mapping: dict[str, Any]) -> list[str]:
 def onnx_metadata_of(mapping: dict[str, Any]) -> dict[str, Any]:
     """Model-level metadata of an integer ONNX export: the SoC, the metric, the cost and the mapping."""
     cost_keys = ("latency_cycles", "energy_uj", "searched_latency_cycles", "searched_energy_uj")
-    return {"soc": mapping["soc"], "metric": mapping.get("metric", ""),
+    return {"soc": mapping.get("soc", ""), "metric": mapping.get("metric", ""),
             "cost": {key: mapping[key] for key in cost_keys if key in mapping}, "mapping": mapping}
 
 
@@ -269,20 +269,20 @@ def write_artifacts(model: ODiMO, workdir: Path, history: list[dict[str, Any]], 
 
 
 def read_result_folder(folder: Path) -> tuple[nn.Module, dict[str, Any], list[int]]:
-    """The exported network, the mapping document and the input shape (no batch) of a result folder."""
+    """The exported network, the mapping document and the input shape (no batch) of a result folder,
+    each file checked (:mod:`.result_files`) before anything is written from them."""
     model_path, mapping_path, check_path = folder / "exported.pt", folder / "mapping.json", folder / "export_check.json"
     if not model_path.is_file() or not mapping_path.is_file():
         raise UsageError(f"{folder} is not a result folder: expected exported.pt and mapping.json in it")
     try:
         exported = torch.load(model_path, map_location="cpu", weights_only=False).eval()
-        mapping = json.loads(mapping_path.read_text())
-        check = json.loads(check_path.read_text()) if check_path.is_file() else {}
     except Exception as exc:
         raise RunFailure(f"cannot read {folder}: {type(exc).__name__}: {exc}") from exc
-    shape = check.get("input_shape")
-    if shape is None:
-        raise UsageError(f"{folder}/export_check.json lacks input_shape; re-run the search to regenerate it")
-    return exported, mapping, list(shape)
+    mapping = read_json_file(mapping_path)
+    channel_split_of(mapping, mapping_path)
+    if not check_path.is_file():
+        raise UsageError(f"{check_path} is missing; re-run the search to regenerate it")
+    return exported, mapping, input_shape_of(read_json_file(check_path), check_path)
 
 
 def dataset_batches(dataset: str, input_shape: list[int], data_root: str | Path | None = None,
@@ -307,7 +307,8 @@ def export_result_folder(folder: Path, fmt: str, target: Path | None = None, che
                          data_root: str | Path | None = None, check_limit: int | None = None) -> dict[str, Any]:
     """Write a result folder's exported network in format ``fmt`` (default file: the run's own name for
     it, in the folder) and, with ``check_dataset``, compare it with the network on that data set's
-    test split. Returns the format, the file and the comparison (``check``, when asked for)."""
+    test split. Returns the format, the file, the channel split and the comparison (``check``, when
+    asked for)."""
     exported, mapping, shape = read_result_folder(folder)
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
@@ -316,7 +317,8 @@ def export_result_folder(folder: Path, fmt: str, target: Path | None = None, che
         raise UsageError(f"a torch.export program is read back only from a file ending in .pt2, not {path}; "
                          f"name the output file *.pt2")
     write_format(exported, fmt, torch.zeros([2] + shape), path, mapping)
-    result: dict[str, Any] = {"format": fmt, "path": str(path)}
+    result: dict[str, Any] = {"format": fmt, "path": str(path),
+                              "channel_split": channel_split_of(mapping, folder / "mapping.json")}
     if check_dataset is not None:
         batches = dataset_batches(check_dataset, shape, data_root, check_limit)
         result["check"] = check_format(exported, fmt, path, batches)

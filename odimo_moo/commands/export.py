@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +48,7 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(args.result_dir)
     result = export_result_folder(folder, args.format, Path(args.out) if args.out else None,
                                   check_dataset=args.check, data_root=args.data_root, check_limit=args.check_limit)
-    mapping = json.loads((folder / "mapping.json").read_text())
-    split = {layer: {unit: u["count"] for unit, u in info["units"].items()}
-             for layer, info in mapping["layers"].items()}
+    split = result["channel_split"]
     print(f"wrote {result['path']} ({args.format})")
     if "check" in result:
         check = result["check"]
