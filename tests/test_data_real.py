@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from odimo_moo import data as data_module
+from odimo_moo.data import image_files
 from odimo_moo.data import (DataBundle, ImageTensorDataset, clear_image_cache, load_dataset, make_loaders)
 from odimo_moo.errors import UsageError
 from test_data import write_idx
@@ -36,13 +36,13 @@ def _fresh_cache():
 def decode_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every image file the image-folder loader decodes, in order."""
     calls: list[str] = []
-    original = data_module._decode
+    original = image_files._decode
 
     def counting(path: str, gray: bool) -> torch.Tensor:
         calls.append(path)
         return original(path, gray)
 
-    monkeypatch.setattr(data_module, "_decode", counting)
+    monkeypatch.setattr(image_files, "_decode", counting)
     return calls
 
 
@@ -355,7 +355,7 @@ def test_shared_cifar10_jpeg_with_limit(decode_calls: list[str]) -> None:
     assert same.val.indices == bundle.val.indices and set(other.val.indices) != set(bundle.val.indices)
     assert other.test.indices == bundle.test.indices
     # Class i is the i-th folder in sorted order (airplane ... truck = CIFAR-10's label order).
-    assert data_module._list_split(CIFAR_JPEG / "test")[0] == [
+    assert image_files.list_split(CIFAR_JPEG / "test")[0] == [
         "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     labels = [bundle.test[i][1] for i in range(200)]
     assert len(set(labels)) == 10
