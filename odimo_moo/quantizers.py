@@ -187,6 +187,16 @@ def activation_grid(log2_clip: torch.Tensor, levels: int) -> tuple[torch.Tensor,
     return clip, clip / levels
 
 
+def power_of_two_grid(log2_clip: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(high, step)`` of a power-of-two-step quantizer: ``step = 2^round(log2_clip) / (levels + 1)``
+    (a power of two: ``levels + 1`` is one) and ``high = levels * step``, the grid's largest value.
+
+    ``high`` takes the place of ``clip`` in the helpers below (their bound and saturation point).
+    """
+    step = torch.exp2(torch.round(log2_clip)) / (levels + 1)
+    return step * levels, step
+
+
 def activation_levels(x: torch.Tensor, clip: torch.Tensor, step: torch.Tensor, levels: int,
                       signed: bool) -> torch.Tensor:
     """``round(clamp(x, low, clip) / step)`` as a new float tensor (integral values in ``[-levels or 0, levels]``)."""
@@ -323,6 +333,9 @@ class ActivationQuantizer(nn.Module):
     Unsigned quantizers clamp at 0 (on DIANA the clamp is the ReLU); signed ones are symmetric.
     """
 
+    #: ``(log2_clip, levels) -> (high, step)``: the grid (fused layers read it from here).
+    grid = staticmethod(activation_grid)
+
     def __init__(self, bits: int, signed: bool, init_clip: float = 4.0) -> None:
         super().__init__()
         self.bits = bits
@@ -356,6 +369,44 @@ class ActivationQuantizer(nn.Module):
         """The same grid with the clip baked in (for export: plain clamp, divide, round, multiply)."""
         clip = float(self.clip())
         return FixedActivationQuantizer(-clip if self.signed else 0.0, clip, clip / self.levels)
+
+
+class _FakeQuantizePowerOfTwoActivation(_FakeQuantizeActivation):
+    """:class:`_FakeQuantizeActivation` on :func:`power_of_two_grid`: the same gradients with the grid's
+    top ``high = levels * step`` as the bound (a saturated output ``high`` scales with
+    ``2^round(log2_clip)`` as ``clip`` does, so the clip gradient keeps its form)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, log2_clip: torch.Tensor, levels: int, signed: bool) -> torch.Tensor:  # type: ignore[override]
+        high, step = power_of_two_grid(log2_clip, levels)
+        out = activation_levels(x, high, step, levels, signed).mul_(step)
+        ctx.save_for_backward(x, out, high)
+        ctx.signed = signed
+        return out
+
+
+class PowerOfTwoActivationQuantizer(ActivationQuantizer):
+    """:class:`ActivationQuantizer` with a power-of-two step: ``clip / 2^bits`` (unsigned) or
+    ``clip / 2^(bits-1)`` (signed), codes ``[0 or -levels, levels]``, so the grid stops one step below
+    the learned power-of-two ``clip``. Every scale of an int unit is then a power of two and
+    requantizing an accumulator onto this grid is a shift."""
+
+    grid = staticmethod(power_of_two_grid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _FakeQuantizePowerOfTwoActivation.apply(x, self.log2_clip, self.levels, self.signed)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` as plain differentiable ops (its specification)."""
+        step = self.clip() / (self.levels + 1)
+        high = step * self.levels
+        clamped = torch.minimum(torch.maximum(x, -high if self.signed else torch.zeros_like(high)), high)
+        return ste_round(clamped / step) * step
+
+    @torch.no_grad()
+    def frozen(self) -> "FixedActivationQuantizer":
+        high, step = (float(v) for v in power_of_two_grid(self.log2_clip, self.levels))
+        return FixedActivationQuantizer(-high if self.signed else 0.0, high, step)
 
 
 class FixedActivationQuantizer(nn.Module):
@@ -449,31 +500,44 @@ class FloatFormat:
         return nn.Identity()
 
 
+def activation_quantizer(bits: int, signed: bool, power_of_two_step: bool) -> ActivationQuantizer:
+    """A format's activation quantizer: steps ``clip / levels``, or powers of two (``clip / 2^bits``)."""
+    kind = PowerOfTwoActivationQuantizer if power_of_two_step else ActivationQuantizer
+    return kind(bits, signed)
+
+
 @dataclass(frozen=True)
 class IntFormat:
-    """Integer weights (power-of-two scale) and/or activations of the given bit widths."""
+    """Integer weights (power-of-two scale) and/or activations of the given bit widths.
+
+    ``power_of_two_step``: activation steps are powers of two (``clip / 2^bits``), so requantizing
+    onto them is a shift (DIANA); otherwise ``clip / (2^bits - 1)``.
+    """
 
     weight_bits: int = 8
     activation_bits: int = 8
+    power_of_two_step: bool = False
 
     def weight_quantizer(self, out_channels: int) -> nn.Module:
         return IntWeightQuantizer(self.weight_bits)
 
     def activation_quantizer(self, signed: bool) -> nn.Module:
-        return ActivationQuantizer(self.activation_bits, signed)
+        return activation_quantizer(self.activation_bits, signed, self.power_of_two_step)
 
 
 @dataclass(frozen=True)
 class TernaryFormat:
-    """Ternary weights with a learned per-channel scale; integer activations."""
+    """Ternary weights with a learned per-channel scale; integer activations (``power_of_two_step``:
+    as :class:`IntFormat`'s)."""
 
     activation_bits: int = 7
+    power_of_two_step: bool = False
 
     def weight_quantizer(self, out_channels: int) -> nn.Module:
         return TernaryWeightQuantizer(out_channels)
 
     def activation_quantizer(self, signed: bool) -> nn.Module:
-        return ActivationQuantizer(self.activation_bits, signed)
+        return activation_quantizer(self.activation_bits, signed, self.power_of_two_step)
 
 
 DataFormat = FloatFormat | IntFormat | TernaryFormat
