@@ -10,16 +10,19 @@ just its channels.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .quantizers import (ActivationQuantizer, IntegerWeight, activation_gradients, activation_grid,
+from .quantizers import (ActivationQuantizer, IntegerWeight, PowerOfTwoActivationQuantizer, activation_gradients,
                          activation_levels, clip_descent_direction, clip_gradient, integer_weight,
                          level_code_dtype)
+
+#: Activation quantizers whose fake quantization the fused layer reproduces (through their ``grid``).
+_FUSABLE_QUANTIZERS = (ActivationQuantizer, PowerOfTwoActivationQuantizer)
 
 
 class WeightTerm(NamedTuple):
@@ -247,10 +250,10 @@ def run_dense_quantized(source: nn.Module, x: torch.Tensor, quantizer: nn.Module
     backward as integer levels (1 byte per element for up to 8 bits) instead of a float copy: the
     searchable layer then saves about a quarter activation more than the plain layer, not a whole one.
     """
-    if type(quantizer) is not ActivationQuantizer or not _fusable(source):
+    if type(quantizer) not in _FUSABLE_QUANTIZERS or not _fusable(source):
         return run_dense(source, quantizer(x), weight, bias)
     return _QuantizedInputLayer.apply(x, quantizer.log2_clip, weight, bias, source, quantizer.levels,
-                                      quantizer.signed)
+                                      quantizer.signed, quantizer.grid)
 
 
 def _fusable(source: nn.Module) -> bool:
@@ -272,8 +275,9 @@ class _QuantizedInputLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, log2_clip: torch.Tensor, weight: torch.Tensor,  # type: ignore[override]
-                bias: torch.Tensor | None, source: nn.Module, levels: int, signed: bool) -> torch.Tensor:
-        clip, step = activation_grid(log2_clip, levels)
+                bias: torch.Tensor | None, source: nn.Module, levels: int, signed: bool,
+                grid: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        clip, step = grid(log2_clip, levels)  # clip: the grid's top
         integers = activation_levels(x, clip, step, levels, signed)
         code = integers.to(level_code_dtype(levels))
         output = run_dense(source, integers.mul_(step), weight, bias)
@@ -322,4 +326,4 @@ class _QuantizedInputLayer(torch.autograd.Function):
             direction = clip_descent_direction(x, integers, step, clip, ctx.signed)
             response = run_dense(source, direction, weight, None)
             grad_log2_clip = clip_gradient(grad, response, clip)
-        return grad_x, grad_log2_clip, grad_weight, grad_bias, None, None, None
+        return grad_x, grad_log2_clip, grad_weight, grad_bias, None, None, None, None

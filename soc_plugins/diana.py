@@ -71,9 +71,9 @@ class DianaSoC(SoC):
 def build_diana() -> DianaSoC:
     units = [
         FormulaUnit("digital", digital_cycles, _digital_supports, DIGITAL_MW, 0.0,
-                    IntFormat(weight_bits=8, activation_bits=7)),
+                    IntFormat(weight_bits=8, activation_bits=7, power_of_two_step=True)),
         FormulaUnit("analog", analog_cycles, _analog_supports, ANALOG_MW, 0.0,
-                    TernaryFormat(activation_bits=7)),
+                    TernaryFormat(activation_bits=7, power_of_two_step=True)),
     ]
     return DianaSoC("diana", units, FREQUENCY_HZ, default_unit="digital",
                     description="DIANA: 8-bit digital accelerator + ternary analog in-memory array")

@@ -165,9 +165,9 @@ def test_plugins_json(capsys):
     assert diana["energy_model"] == "custom (DianaSoC.energy)"
     assert diana["units"] == [
         {"name": "digital", "active_power_mw": 24.96, "idle_power_mw": 0.0,
-         "format": {"type": "IntFormat", "weight_bits": 8, "activation_bits": 7}},
+         "format": {"type": "IntFormat", "weight_bits": 8, "activation_bits": 7, "power_of_two_step": True}},
         {"name": "analog", "active_power_mw": 28.74, "idle_power_mw": 0.0,
-         "format": {"type": "TernaryFormat", "activation_bits": 7}},
+         "format": {"type": "TernaryFormat", "activation_bits": 7, "power_of_two_step": True}},
     ]
     assert diana["plugin"] == "diana" and diana["origin"].startswith("entry point odimo_moo.soc_plugins.diana (")
     assert socs["darkside"]["energy_model"] == "active_idle"
@@ -184,8 +184,8 @@ def test_plugins_text(capsys):
     out = capsys.readouterr().out
     assert "SoCs:" in out and "Strategies:" in out and "Models:" in out and "Heuristic mappings:" in out
     assert "  diana: DIANA" in out
-    assert "    unit analog: 28.74 mW active, 0 mW idle, format TernaryFormat activation_bits=7" in out
-    assert "    unit digital: 24.96 mW active, 0 mW idle, format IntFormat weight_bits=8 activation_bits=7" in out
+    assert "    unit analog: 28.74 mW active, 0 mW idle, format TernaryFormat activation_bits=7 power_of_two_step=True" in out
+    assert "    unit digital: 24.96 mW active, 0 mW idle, format IntFormat weight_bits=8 activation_bits=7 power_of_two_step=True" in out
     assert "    clock 400 MHz, default unit cpu, energy model active_idle" in out
 
 
