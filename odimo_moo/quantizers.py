@@ -480,6 +480,15 @@ def integer_weight(quantizer: nn.Module, weight: torch.Tensor) -> IntegerWeight 
     return None if reader is None else reader(weight)
 
 
+@torch.no_grad()
+def scale_weight_channels(quantizer: nn.Module, scale: torch.Tensor) -> None:
+    """Adapt a weight quantizer to its weight's output channels being multiplied by ``scale`` ``[C]``
+    (BatchNorm folded into the layer): a learned per-channel scale (ternary) follows ``|scale|``;
+    quantizers whose scale comes from the weight itself need nothing."""
+    if isinstance(quantizer, TernaryWeightQuantizer) and bool(quantizer.initialized):
+        quantizer.log_scale.add_(scale.abs().clamp_min(1e-12).log().to(quantizer.log_scale.dtype))
+
+
 def freeze(quantizer: nn.Module) -> nn.Module:
     """An export-ready copy of an activation quantizer (constants instead of parameters)."""
     if isinstance(quantizer, ActivationQuantizer):
