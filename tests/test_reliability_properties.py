@@ -22,10 +22,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from odimo_moo.commands.cost import layer_cost, parse_split
+from odimo_moo.cycle_formulas import FUNCTIONS, VARIABLES, FormulaError, compile_formula
 from odimo_moo.errors import UsageError
 from odimo_moo.layer_spec import LayerSpec, LayerTable, OpKind, parse_layer_spec
 from odimo_moo.study.config import validate
-from odimo_moo.yaml_soc import FUNCTIONS, VARIABLES, FormulaError, compile_formula, parse_soc
+from odimo_moo.yaml_soc import parse_soc
 
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

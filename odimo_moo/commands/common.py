@@ -20,9 +20,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-import yaml
-
 from ..errors import UsageError
+from ..yaml_loader import InvalidYaml, parse_yaml
 
 if TYPE_CHECKING:
     from ..workbench import Setup
@@ -36,9 +35,9 @@ def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise UsageError(f"--set {pair!r}: expected KEY=VALUE")
         try:
-            values[key.strip()] = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError as exc:
-            raise UsageError(f"--set {pair!r}: value is not valid YAML ({exc.problem})") from exc
+            values[key.strip()] = parse_yaml(text) if text.strip() else ""
+        except InvalidYaml as exc:
+            raise UsageError(f"--set {pair!r}: value is not valid YAML{exc.detail}") from exc
     return values
 
 

@@ -30,8 +30,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
-
 from ..checkpoint import atomic_write_json, check_writable
 from ..compare import build_report, format_table, load_outcomes, load_searches, load_warmups, unique, write_report
 from ..devices import resolve_device
@@ -41,6 +39,7 @@ from ..recipe import DEFAULT_LAMBDAS, Recipe
 from ..registry import PluginRegistry, pick
 from ..strategy import Outcome, Strategy
 from ..workbench import Setup, Workbench
+from ..yaml_loader import InvalidYaml, parse_yaml
 from .common import (add_setup_options, add_threads_option, apply_threads, build_setup, out_dir, parse_assignments,
                      setup_fields, setup_values)
 
@@ -196,9 +195,9 @@ def load_preset(ref: str) -> tuple[dict[str, Any], str]:
         raise UsageError(f"--preset {ref}: no such file or packaged preset; packaged presets: "
                          f"{', '.join(packaged_presets()) or 'none'}")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"--preset {source}: not valid YAML ({exc})") from exc
+        data = parse_yaml(text)
+    except InvalidYaml as exc:
+        raise UsageError(f"--preset {source}: not valid YAML{exc.detail}") from None
     if not isinstance(data, dict):
         raise UsageError(f"--preset {source}: expected a mapping of setup options and compare keys")
     known = set(setup_fields()) | set(PLAN_KEYS)

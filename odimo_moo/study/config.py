@@ -17,10 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, Union
 
-import yaml
-
 from ..errors import OdimoError, UsageError
 from ..strategy import COST_FIELDS
+from ..yaml_loader import InvalidYaml, parse_yaml
 from . import constraints as constraint_rules
 from . import storage_url
 from .constraints import Constraint
@@ -208,38 +207,15 @@ def read_study_file(ref: str | None) -> tuple[dict[str, Any], str]:
         raise UsageError(f"no study file {ref!r}; give a YAML path or one of the packaged studies: "
                          f"{', '.join(packaged_studies())}")
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:  # one line: where, and what is wrong
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UsageError(f"{source} is not valid YAML{where}: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{source} is not valid YAML: {' '.join(str(exc).split())}") from None
+        raw = parse_yaml(text)
+    except InvalidYaml as exc:  # one line: where, and what is wrong
+        raise UsageError(f"{source} is not valid YAML{exc.detail}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise UsageError(f"{source}: a study file must be a mapping of keys to values, got {type(raw).__name__}")
     raw.setdefault("name", path.stem if path.is_file() else ref)
     return raw, source
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key given twice in one mapping (plain YAML silently keeps the last,
-    e.g. the second ``training:`` block of a study would hide the first)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-            except TypeError:
-                continue  # the base class reports the unhashable key
-            if duplicate:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice",
-                                                        key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def _read_text(path: Path) -> str:
