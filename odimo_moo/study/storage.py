@@ -18,7 +18,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from ..errors import RunFailure, UsageError
 from .config import Heartbeat, StudyConfig
-from .storage_url import journal_path, sqlite_path
+from .storage_url import journal_path, local_file, sqlite_path
 from .workers import fail_dead_local_trials
 
 CONFIG_ATTR = "config"
@@ -54,7 +54,7 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None) -> BaseStorage:
     """The storage at ``url`` (see :mod:`.storage_url`). An RDB storage given ``heartbeat`` makes
     running trials beat and retries dead workers' trials; a journal file has no heartbeat (see
     :func:`fail_stale`)."""
-    local = journal_path(url) or sqlite_path(url)
+    local = local_file(url)
     if local is not None:
         try:
             os.makedirs(local.expanduser().absolute().parent, exist_ok=True)
