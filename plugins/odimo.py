@@ -8,10 +8,12 @@ from typing import Any, Mapping
 
 import torch
 
+from odimo_moo.checkpoint import atomic_write_json
 from odimo_moo.cost_target import CostTarget
 from odimo_moo.hookspecs import hookimpl
 from odimo_moo.recipe import Recipe
 from odimo_moo.strategy import Outcome, Strategy
+from odimo_moo.target_landing import land_on_target
 from odimo_moo.training import PhaseSpec, assignment_optimizer, weights_optimizer
 from odimo_moo.workbench import Workbench
 
@@ -45,6 +47,9 @@ class ODiMOSearch(Strategy):
                              on_epoch_start=lambda epoch: model.set_temperature(recipe.temperature_at(epoch)),
                              lr_schedule=recipe.lr_schedule, cost_target=target))
         label = f"target={recipe.cost_target:g}" if target else f"lambda={recipe.cost_weight:g}"
+        if target is not None:
+            landing = land_on_target(model, recipe.cost_target)
+            atomic_write_json(workdir / "target_landing.json", landing.to_dict())
         if recipe.finetune_from == "warmup":
             mapping = {name: layer.unit_indices[layer.units_of_channels()].cpu()
                        for name, layer in model.split_layers()}

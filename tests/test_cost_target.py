@@ -49,7 +49,9 @@ def test_search_to_a_target_adapts_lambda_and_checkpoints_it(tmp_path):
     rows = json.loads(Path(outcome.artifacts["metrics_json"]).read_text())
     lambdas = [row["lambda"] for row in rows if row["phase"] == "search"]
     assert len(lambdas) == 2 and lambdas[0] != 1.0 and lambdas[0] != lambdas[1]  # adapted step by step
-    assert outcome.latency_cycles < reference
+    landing = json.loads((tmp_path / "run" / "target_landing.json").read_text())
+    assert outcome.latency_cycles == pytest.approx(landing["landed_cost"])
+    assert landing["landed_cost"] <= 0.7 * reference
     state = torch.load(tmp_path / "run" / "checkpoints" / "search.pt", weights_only=False)
     assert state["cost_target"]["weight"] == pytest.approx(lambdas[-1])
 
