@@ -4,8 +4,8 @@ For every searched layer of each (SoC, model), summed over the searched layers (
 another):
 
 * ``bound``: the continuous relaxation where all units finish together
-  (``mapping_search.ideal_latency_bound``);
-* ``exact``: the integer split with the lowest hard-max latency (``mapping_search.min_latency_split``);
+  (``layer_splits.ideal_latency_bound``);
+* ``exact``: the integer split with the lowest hard-max latency (``layer_splits.min_latency_split``);
   ``layers_split_over_several_units`` counts the layers where it uses more than one unit;
 * ``searched``: what the differentiable search finds when latency is all that matters -- the
   searchable model as the ``odimo`` strategy builds it, its assignment parameters trained by the
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--pairs", default=None, help="comma-separated SOC:MODEL:SIZE subset, e.g. diana:resnet8:16")
     args = parser.parse_args()
     device = common.setup(args)
-    from odimo_moo.mapping_search import ideal_latency_bound, min_latency_split, split_costs
+    from odimo_moo.layer_splits import ideal_latency_bound, min_latency_split, split_costs
     from odimo_moo.models import build_model
     from odimo_moo.recipe import Recipe
     from odimo_moo.registry import pick

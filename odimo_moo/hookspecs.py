@@ -43,5 +43,5 @@ def odimo_trial_end(study_name: str, trial_number: int, result: Mapping[str, Any
 
 @hookspec
 def odimo_register_heuristics() -> list:
-    """Return a list of :class:`odimo_moo.mapping_search.ManualMapping`: hand-written mappings tied to a
+    """Return a list of :class:`odimo_moo.manual_mapping.ManualMapping`: hand-written mappings tied to a
     SoC by name (e.g. the heuristic baselines of its paper), run by the ``heuristic`` strategy."""

@@ -1,7 +1,7 @@
 """NSGA-II (pymoo) over integer mapping genomes, ask and tell against a one-shot search.
 
 Integer operators as pymoo recommends (SBX and PM on floats with ``RoundingRepair``), then
-:func:`~odimo_moo.mapping_search.repair_genome` so that every layer's counts add up to its channels.
+:func:`~odimo_moo.genome.repair_genome` so that every layer's counts add up to its channels.
 The initial population is uniform random splits per layer. Kept apart from the ``evolutionary``
 strategy plugin so that loading plugins does not import pymoo.
 """
@@ -22,7 +22,7 @@ from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
 from pymoo.problems.static import StaticProblem
 
-from .mapping_search import GenomeLayout, random_genomes, repair_genome
+from .genome import GenomeLayout, random_genomes, repair_genome
 from .oneshot import OneShotSearch
 
 CROSSOVER_ETA = 3.0

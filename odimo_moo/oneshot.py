@@ -1,6 +1,6 @@
 """One-shot mapping search on the warmed-up supernet, shared by the evolutionary and random strategies.
 
-A candidate mapping (a genome, see :mod:`odimo_moo.mapping_search`) is scored without training: it
+A candidate mapping (a genome, see :mod:`odimo_moo.genome`) is scored without training: it
 is forced onto the supernet after the shared lambda-free warmup, whose random-split training makes
 it a one-shot accuracy proxy for any mapping (docs/DESIGN.md 2.3), and scored by its validation accuracy and
 the network cost of the setup's metric. BatchNorm's running statistics were averaged over random
@@ -28,7 +28,7 @@ from torch import nn
 
 from .checkpoint import atomic_write_json
 from .errors import UsageError
-from .mapping_search import GenomeLayout, genome_to_counts
+from .genome import GenomeLayout, genome_to_counts
 from .pareto import ReferencePoint, hypervolume, pareto_mask
 from .recipe import Recipe
 from .searchable import ODiMO

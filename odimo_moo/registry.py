@@ -161,7 +161,7 @@ class PluginRegistry:
         return self._collect("odimo_register_models", ModelEntry, "model")
 
     def heuristics(self) -> dict[str, Registered]:
-        from .mapping_search import ManualMapping
+        from .manual_mapping import ManualMapping
 
         return self._collect("odimo_register_heuristics", ManualMapping, "heuristic mapping")
 

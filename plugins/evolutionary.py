@@ -1,6 +1,6 @@
 """Evolutionary mapping search (pymoo NSGA-II) on the one-shot supernet, a baseline for ODiMO.
 
-Genome: channels per SoC unit for every searched layer (:class:`~odimo_moo.mapping_search.GenomeLayout`);
+Genome: channels per SoC unit for every searched layer (:class:`~odimo_moo.genome.GenomeLayout`);
 the evolution itself is :func:`odimo_moo.nsga2_mapping.evolve`. The initial population is uniform
 random splits per layer (the distribution ``random_mapping`` samples), so both strategies start from
 the same coverage of the space. Objectives: validation

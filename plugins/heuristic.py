@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping
 
 from odimo_moo.errors import UsageError
 from odimo_moo.hookspecs import hookimpl
-from odimo_moo.mapping_search import SplitFinder, balanced_split, manual_counts, min_latency_split
+from odimo_moo.layer_splits import SplitFinder, balanced_split, min_latency_split
+from odimo_moo.manual_mapping import manual_counts
 from odimo_moo.oneshot import fixed_mapping_recipe_defaults
 from odimo_moo.recipe import Recipe
 from odimo_moo.searchable import ODiMO

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import torch
 
 from odimo_moo.hookspecs import hookimpl
-from odimo_moo.mapping_search import random_genomes
+from odimo_moo.genome import random_genomes
 from odimo_moo.oneshot import (SEARCH_DEFAULTS, OneShotSearch, SearchBudget, finetune_front,
                               fixed_mapping_recipe_defaults)
 from odimo_moo.recipe import Recipe

@@ -11,7 +11,7 @@ import torch
 from odimo_moo.cost_primitives import gate, ste_ceil
 from odimo_moo.hookspecs import hookimpl
 from odimo_moo.layer_spec import LayerSpec, LayerTable, OpKind
-from odimo_moo.mapping_search import ManualMapping, SearchedLayer
+from odimo_moo.manual_mapping import ManualMapping, SearchedLayer
 from odimo_moo.quantizers import IntFormat, TernaryFormat
 from odimo_moo.soc import FormulaUnit, SoC
 

@@ -12,7 +12,7 @@ import torch
 
 from odimo_moo.discrete_cost import CostTables, pair_slopes, unit_gradients
 from odimo_moo.layer_spec import LayerSpec, LayerTable, OpKind
-from odimo_moo.mapping_search import min_latency_split, split_costs
+from odimo_moo.layer_splits import min_latency_split, split_costs
 from odimo_moo.models.builtin import TINY_WIDTH
 from odimo_moo.models.mobilenet import mobilenetv1_darkside
 from odimo_moo.models.resnet import resnet8, resnet20

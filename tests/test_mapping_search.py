@@ -18,10 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from odimo_moo.errors import UsageError
+from odimo_moo.genome import GenomeLayout, counts_to_genome, genome_to_counts, random_genomes, repair_genome
 from odimo_moo.layer_spec import LayerSpec, LayerTable, OpKind
-from odimo_moo.mapping_search import (GenomeLayout, balanced_split, compositions, counts_to_genome,
-                                      genome_to_counts, ideal_latency_bound, layer_units, min_latency_split,
-                                      random_genomes, repair_genome, split_costs)
+from odimo_moo.layer_splits import (balanced_split, compositions, ideal_latency_bound, layer_units, min_latency_split,
+                                    split_costs)
 from odimo_moo.models.resnet import resnet8
 from odimo_moo.searchable import ODiMO
 from odimo_moo.soc import FormulaUnit, SoC

@@ -88,7 +88,7 @@ def test_hypervolume_trace_by_hand():
 def test_search_records_each_point_and_its_hypervolume_trace(warmed, tmp_path: Path):
     bench, model = warmed
     search = OneShotSearch(bench, model, SearchBudget(4, 0, 1, recalibration_batches=1), batch_size=32)
-    from odimo_moo.mapping_search import random_genomes
+    from odimo_moo.genome import random_genomes
 
     search.score(random_genomes(search.layout, 6, torch.Generator().manual_seed(0)))
     summary = search.summary()
