@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from odimo_moo.cli import main
-from odimo_moo.commands.compare import route_parameters
+from odimo_moo.commands.compare_plan import route_parameters
 from odimo_moo.compare import (build_report, format_table, iso_comparison, load_outcomes, median_attainment,
                                separated, spread)
 from odimo_moo.errors import UsageError

@@ -14,7 +14,8 @@ import pytest
 
 from odimo_moo.cli import main
 from odimo_moo.commands import common
-from odimo_moo.commands.compare import matched_budget, packaged_presets, resolve_plan
+from odimo_moo.commands.compare_plan import packaged_presets, resolve_plan
+from odimo_moo.commands.compare_units import matched_budget
 from odimo_moo.recipe import Recipe
 from odimo_moo.strategy import Outcome
 from odimo_moo.workbench import Setup
