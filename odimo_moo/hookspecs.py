@@ -2,11 +2,16 @@
 
 Built-in SoCs and strategies are ordinary plugins registered through the ``odimo_moo``
 entry-point group, exactly like third-party ones.
+
+Each registration hook returns a list of named objects of one kind; what such an object must offer
+is its contract below (:class:`SocContract`, ...), checked by the registry for every object a plugin
+returns. The registry reads these contracts and never imports the kinds themselves.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import pluggy
 
@@ -14,6 +19,69 @@ PROJECT = "odimo_moo"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@runtime_checkable
+class SocContract(Protocol):
+    """What ``odimo_register_socs`` returns: an :class:`odimo_moo.soc.SoC`."""
+
+    name: str
+    units: Sequence[Any]
+    frequency_hz: float
+    default_unit: str
+
+    def supporting_units(self, spec: Any) -> tuple[int, ...]: ...
+
+    def unit_cycles(self, layers: Any, counts: Any) -> Any: ...
+
+    def layer_costs(self, unit_cycles: Any) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class StrategyContract(Protocol):
+    """What ``odimo_register_strategies`` returns: an :class:`odimo_moo.strategy.Strategy`."""
+
+    name: str
+
+    def defaults(self) -> dict[str, Any]: ...
+
+    def run(self, bench: Any, params: Mapping[str, Any], workdir: Any) -> list: ...
+
+
+@runtime_checkable
+class ModelContract(Protocol):
+    """What ``odimo_register_models`` returns: an :class:`odimo_moo.models.ModelEntry`."""
+
+    name: str
+    build: Callable[..., Any]
+    description: str
+
+
+@runtime_checkable
+class HeuristicContract(Protocol):
+    """What ``odimo_register_heuristics`` returns: an :class:`odimo_moo.manual_mapping.ManualMapping`."""
+
+    name: str
+    soc: str
+    description: str
+    rule: Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A registration hook: its name, the contract of what it returns, and how errors name that
+    (``kind``: the class, ``what``: one object)."""
+
+    hook: str
+    contract: type
+    kind: str
+    what: str
+
+
+SOCS = Registration("odimo_register_socs", SocContract, "SoC", "SoC")
+STRATEGIES = Registration("odimo_register_strategies", StrategyContract, "Strategy", "strategy")
+MODELS = Registration("odimo_register_models", ModelContract, "ModelEntry", "model")
+HEURISTICS = Registration("odimo_register_heuristics", HeuristicContract, "ManualMapping", "heuristic mapping")
 
 
 @hookspec

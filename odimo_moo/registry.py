@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 import pluggy
 
@@ -119,7 +119,10 @@ class PluginRegistry:
             raise PluginError(f"plugin {name!r} ({origin}) implements hooks wrongly: {exc}") from exc
         self.origins[name] = origin
 
-    def _collect(self, hook_name: str, kind: type, what: str) -> dict[str, Registered]:
+    def collect(self, registration: hookspecs.Registration) -> dict[str, Registered]:
+        """Every object the plugins return from ``registration``'s hook, by name, each checked
+        against the hook's contract; a plugin that breaks it is a :class:`PluginError`."""
+        hook_name, kind = registration.hook, registration.kind
         hook = getattr(self.manager.hook, hook_name)
         found: dict[str, Registered] = {}
         for impl in hook.get_hookimpls():  # registration order (pluggy calls them in reverse)
@@ -134,36 +137,32 @@ class PluginRegistry:
                 continue
             if not isinstance(items, (list, tuple)):
                 raise PluginError(f"plugin {plugin_name!r} ({origin}): {hook_name} must return a list of "
-                                  f"{kind.__name__}, got {type(items).__name__}")
+                                  f"{kind}, got {type(items).__name__}")
             for item in items:
-                if not isinstance(item, kind):
+                if not isinstance(item, registration.contract):
                     raise PluginError(f"plugin {plugin_name!r} ({origin}): {hook_name} returned "
-                                      f"{type(item).__name__}, expected {kind.__name__}")
+                                      f"{type(item).__name__}, expected {kind}")
                 if item.name in found:
-                    raise PluginError(f"duplicate {what} name {item.name!r}: registered by plugin "
+                    raise PluginError(f"duplicate {registration.what} name {item.name!r}: registered by plugin "
                                       f"{found[item.name].plugin!r} and by plugin {plugin_name!r}")
                 found[item.name] = Registered(item.name, item, plugin_name, origin)
         return found
 
     def socs(self) -> dict[str, Registered]:
-        from .soc import SoC
-
-        return self._collect("odimo_register_socs", SoC, "SoC")
+        """The registered SoCs (:class:`odimo_moo.soc.SoC`) by name."""
+        return self.collect(hookspecs.SOCS)
 
     def strategies(self) -> dict[str, Registered]:
-        from .strategy import Strategy
-
-        return self._collect("odimo_register_strategies", Strategy, "strategy")
+        """The registered strategies (:class:`odimo_moo.strategy.Strategy`) by name."""
+        return self.collect(hookspecs.STRATEGIES)
 
     def models(self) -> dict[str, Registered]:
-        from .models import ModelEntry
-
-        return self._collect("odimo_register_models", ModelEntry, "model")
+        """The registered models (:class:`odimo_moo.models.ModelEntry`) by name."""
+        return self.collect(hookspecs.MODELS)
 
     def heuristics(self) -> dict[str, Registered]:
-        from .manual_mapping import ManualMapping
-
-        return self._collect("odimo_register_heuristics", ManualMapping, "heuristic mapping")
+        """The registered hand-written mappings (:class:`odimo_moo.manual_mapping.ManualMapping`) by name."""
+        return self.collect(hookspecs.HEURISTICS)
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call an observer hook on every plugin. Observers cannot stop the work: one that raises is
