@@ -207,13 +207,25 @@ def test_both_drivers_in_one_study_and_report(tmp_path, capsys):
     assert "by driver: optuna" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random", "gp"])
-def test_every_optuna_sampler(tmp_path, sampler):
+@pytest.mark.parametrize("sampler, sampler_class", [("tpe", optuna.samplers.TPESampler),
+                                                    ("nsga2", optuna.samplers.NSGAIISampler),
+                                                    ("random", optuna.samplers.RandomSampler),
+                                                    ("gp", optuna.samplers.GPSampler)])
+def test_every_optuna_sampler(tmp_path, monkeypatch, sampler, sampler_class):
     config = toy_config(tmp_path, sampler=sampler, trials=3,
                         search_space={"lambda": [1.0e-6, 1.0e-3], "lr": {"low": 1e-4, "high": 1e-2},
                                       "search_epochs": [1, 3], "parametrization": {"choices": ["thermometric",
                                                                                                "softmax"]}})
+    used: list[type] = []
+    create_study = optuna.create_study
+
+    def recording_create_study(*args: Any, **kwargs: Any) -> optuna.Study:
+        used.append(type(kwargs["sampler"]))
+        return create_study(*args, **kwargs)
+
+    monkeypatch.setattr(optuna, "create_study", recording_create_study)
     assert odimo("run", str(config), "--no-report") == 0
+    assert used == [sampler_class]
     trials = trials_of(tmp_path)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     assert set(trials[2].user_attrs["params"]) == {"lambda", "lr", "search_epochs", "parametrization"}
