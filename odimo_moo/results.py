@@ -79,12 +79,21 @@ def section_title(run: Mapping[str, Any], report: Mapping[str, Any]) -> str:
 
 def results_section(report: Mapping[str, Any], run: Mapping[str, Any], sources: list[str]) -> str:
     """The markdown section of one comparison (``run``: the ``compare-run.json`` record, may be empty)."""
-    cost = report["cost_field"]
+    claim = PAPER_CLAIMS.get(str(run.get("setup", {}).get("soc", "")))
+    lines = [f"### {section_title(run, report)}", "", *_run_lines(report, run, sources), *_methods_table(report),
+             *_baselines_table(report), "", f"Separation rule: {report['separation_rule']}", "",
+             *[f"- {line}" for line in separation_lines(report, digits=4)], *_oneshot_lines(report),
+             *_front_lines(report), "", f"Paper's claim: {claim}" if claim else "Paper's claim: none recorded "
+             "for this SoC.", ""]
+    return "\n".join(lines)
+
+
+def _run_lines(report: Mapping[str, Any], run: Mapping[str, Any], sources: list[str]) -> list[str]:
+    """What the run was: command, files, machine, setup, recipes, lambdas, seeds, budgets, warmup."""
     setup = run.get("setup", {})
-    lines = [f"### {section_title(run, report)}", ""]
     command = run.get("command")
-    lines.append(f"- command: `{command}`" if command else "- command: not recorded")
-    lines.append(f"- results: {', '.join(f'`{s}`' for s in sources)} (compare.json, compare.csv, compare.png)")
+    lines = [f"- command: `{command}`" if command else "- command: not recorded",
+             f"- results: {', '.join(f'`{s}`' for s in sources)} (compare.json, compare.csv, compare.png)"]
     info = run.get("machine")
     if info:
         lines.append(f"- machine: {info.get('cpu')}, {info.get('cores')} cores, torch {info.get('torch')} "
@@ -92,8 +101,7 @@ def results_section(report: Mapping[str, Any], run: Mapping[str, Any], sources: 
                      + (f" ({info['gpu']})" if info.get("gpu") else ""))
     if setup:
         lines.append("- setup: " + ", ".join(f"{k}={setup[k]}" for k in sorted(setup)))
-    recipes = run.get("recipes", {})
-    for method, recipe in recipes.items():
+    for method, recipe in run.get("recipes", {}).items():
         lines.append(f"- {method}: warmup {recipe.get('warmup_epochs')}, search {recipe.get('search_epochs')}, "
                      f"fine-tune {recipe.get('finetune_epochs')} epochs, batch {recipe.get('batch_size')}, "
                      f"lr {recipe.get('lr')} ({recipe.get('lr_schedule')})")
@@ -111,13 +119,18 @@ def results_section(report: Mapping[str, Any], run: Mapping[str, Any], sources: 
     if warmup:
         lines.append(f"- warmup (shared by every method, once per seed, not in their compute): {warmup['epochs']:.0f} "
                      f"epochs, {warmup['wall_s']:.1f} s wall, {warmup['cpu_s']:.1f} s CPU per seed")
-    lines += ["", f"Hypervolume: reference point {report['reference_point']['text']}, the same for every seed and "
-                  "method; mean ± sample standard deviation [min, max] over seeds. Compute per seed (mean): "
-                  "epochs trained after the warmup, one-shot mappings scored and images forwarded, wall and "
-                  "CPU seconds.", "",
-              "| method | seeds | hypervolume | HV fraction | best accuracy | epochs | one-shot mappings | "
-              "one-shot images | wall s | CPU s |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    return lines
+
+
+def _methods_table(report: Mapping[str, Any]) -> list[str]:
+    """Hypervolume and compute per method."""
+    lines = ["", f"Hypervolume: reference point {report['reference_point']['text']}, the same for every seed and "
+                 "method; mean ± sample standard deviation [min, max] over seeds. Compute per seed (mean): "
+                 "epochs trained after the warmup, one-shot mappings scored and images forwarded, wall and "
+                 "CPU seconds.", "",
+             "| method | seeds | hypervolume | HV fraction | best accuracy | epochs | one-shot mappings | "
+             "one-shot images | wall s | CPU s |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in report["methods"]:
         compute = row["compute"]
         volume = _range(row["hypervolume"], row["hypervolume_std"], row["hypervolume_min"], row["hypervolume_max"],
@@ -126,56 +139,76 @@ def results_section(report: Mapping[str, Any], run: Mapping[str, Any], sources: 
                      f"{row['best_accuracy']:.4f} | {compute['train_epochs']:.0f} | "
                      f"{compute['oneshot_evaluations']:.0f} | {compute['oneshot_images']:.0f} | "
                      f"{compute['wall_s']:.1f} | {compute['cpu_s']:.1f} |")
+    return lines
+
+
+def _baselines_table(report: Mapping[str, Any]) -> list[str]:
+    """Per heuristic and method: cost reduction at iso-accuracy, accuracy change at iso-cost."""
+    cost = report["cost_field"]
     names = list(dict.fromkeys(b["name"] for b in report["baselines"]))
-    if names:
-        lines += ["", "Against each heuristic point of the same seed (mean ± std [min, max] over seeds): cost "
-                      "reduction at iso-accuracy = heuristic cost / the method's lowest cost at an accuracy >= the "
-                      "heuristic's; accuracy change at iso-cost = the method's best accuracy at a cost <= the "
-                      "heuristic's minus the heuristic's accuracy (percentage points).", "",
-                  f"| method | heuristic | heuristic accuracy | heuristic {cost} | cost reduction at iso-accuracy | "
-                  f"accuracy change at iso-cost [pp] |", "|---|---|---:|---:|---|---|"]
-        for name in names:
-            points = [b for b in report["baselines"] if b["name"] == name]
-            accuracy = sum(b["accuracy"] for b in points) / len(points)
-            for row in report["methods"]:
-                iso = row["vs_baselines"].get(name)
-                if iso is None:
-                    continue
-                ratio = _range(iso["iso_accuracy_cost_ratio"], iso["iso_accuracy_cost_ratio_std"],
-                               iso["iso_accuracy_cost_ratio_min"], iso["iso_accuracy_cost_ratio_max"], iso["seeds"],
-                               digits=3, unit="x")
-                if iso["iso_accuracy_cost_ratio_missing"]:
-                    ratio += f" (none as accurate in {iso['iso_accuracy_cost_ratio_missing']} seed(s))"
-                gain = _range(iso["iso_cost_accuracy_gain"], iso["iso_cost_accuracy_gain_std"],
-                              iso["iso_cost_accuracy_gain_min"], iso["iso_cost_accuracy_gain_max"], iso["seeds"],
-                              scale=100, digits=3)
-                if iso["iso_cost_accuracy_gain_missing"]:
-                    gain += f" (none as cheap in {iso['iso_cost_accuracy_gain_missing']} seed(s))"
-                lines.append(f"| {row['method']} | {name} | {accuracy:.4f} | {points[0][cost]:.5g} | {ratio} "
-                             f"| {gain} |")
-    lines += ["", f"Separation rule: {report['separation_rule']}", ""]
-    lines += [f"- {line}" for line in separation_lines(report, digits=4)]
+    if not names:
+        return []
+    lines = ["", "Against each heuristic point of the same seed (mean ± std [min, max] over seeds): cost "
+                 "reduction at iso-accuracy = heuristic cost / the method's lowest cost at an accuracy >= the "
+                 "heuristic's; accuracy change at iso-cost = the method's best accuracy at a cost <= the "
+                 "heuristic's minus the heuristic's accuracy (percentage points).", "",
+             f"| method | heuristic | heuristic accuracy | heuristic {cost} | cost reduction at iso-accuracy | "
+             f"accuracy change at iso-cost [pp] |", "|---|---|---:|---:|---|---|"]
+    for name in names:
+        points = [b for b in report["baselines"] if b["name"] == name]
+        accuracy = sum(b["accuracy"] for b in points) / len(points)
+        for row in report["methods"]:
+            iso = row["vs_baselines"].get(name)
+            if iso is not None:
+                lines.append(f"| {row['method']} | {name} | {accuracy:.4f} | {points[0][cost]:.5g} | "
+                             f"{_iso_ratio(iso)} | {_iso_gain(iso)} |")
+    return lines
+
+
+def _iso_ratio(iso: Mapping[str, Any]) -> str:
+    ratio = _range(iso["iso_accuracy_cost_ratio"], iso["iso_accuracy_cost_ratio_std"],
+                   iso["iso_accuracy_cost_ratio_min"], iso["iso_accuracy_cost_ratio_max"], iso["seeds"],
+                   digits=3, unit="x")
+    missing = iso["iso_accuracy_cost_ratio_missing"]
+    return ratio + (f" (none as accurate in {missing} seed(s))" if missing else "")
+
+
+def _iso_gain(iso: Mapping[str, Any]) -> str:
+    gain = _range(iso["iso_cost_accuracy_gain"], iso["iso_cost_accuracy_gain_std"],
+                  iso["iso_cost_accuracy_gain_min"], iso["iso_cost_accuracy_gain_max"], iso["seeds"],
+                  scale=100, digits=3)
+    missing = iso["iso_cost_accuracy_gain_missing"]
+    return gain + (f" (none as cheap in {missing} seed(s))" if missing else "")
+
+
+def _oneshot_lines(report: Mapping[str, Any]) -> list[str]:
+    """Per one-shot method and seed: when its archive reached the target method's hypervolume."""
+    lines = []
     for method, per_seed in report["oneshot"].items():
         for seed, trace in per_seed.items():
-            reached = trace["reached_at"]
-            final = trace["trace"][-1][2] if trace["trace"] else 0.0
             if trace["target_hypervolume"] is None:
                 continue
+            reached = trace["reached_at"]
+            final = trace["trace"][-1][2] if trace["trace"] else 0.0
             lines.append(f"- one-shot {method}, seed {seed}: archive hypervolume (one-shot validation accuracy) "
                          f"{final:.4g} after {trace['evaluations']} mappings / {trace['wall_s']:.1f} s against "
                          f"{trace['target']}'s {trace['target_hypervolume']:.4g} (test accuracy): "
                          + ("never reached" if reached is None else
                             f"reached after {reached['evaluations']} candidates, {reached['seconds']:.1f} s"))
-    lines += ["", f"Fronts ({report['median_front']}; per seed: the non-dominated points, accuracy @ {cost}):", ""]
+    return lines
+
+
+def _front_lines(report: Mapping[str, Any]) -> list[str]:
+    """Each method's median front and per-seed fronts."""
+    cost = report["cost_field"]
+    lines = ["", f"Fronts ({report['median_front']}; per seed: the non-dominated points, accuracy @ {cost}):", ""]
     for row in report["methods"]:
         median = ", ".join(f"{p['accuracy']:.4f} @ {p[cost]:.4g}" for p in row["median_front"])
         lines.append(f"- **{row['method']}** median: {median}")
         for seed, seed_row in row["per_seed"].items():
             front = ", ".join(f"{p['accuracy']:.4f} @ {p[cost]:.4g}" for p in seed_row["front"])
             lines.append(f"  - seed {seed}: {front}")
-    claim = PAPER_CLAIMS.get(str(setup.get("soc", "")))
-    lines += ["", f"Paper's claim: {claim}" if claim else "Paper's claim: none recorded for this SoC.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def update_results_file(path: Path, key: str, section: str) -> None:
