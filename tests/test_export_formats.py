@@ -26,8 +26,8 @@ from odimo_moo.models.resnet import resnet8
 from odimo_moo.quantizers import IntWeightQuantizer, TernaryWeightQuantizer, integer_weight
 from odimo_moo.searchable import ODiMO
 
-onnx = pytest.importorskip("onnx")
-onnxruntime = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx", reason="onnx is not installed; the ONNX export tests need it: pip install 'odimo-moo[onnx]'")
+onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed; the QDQ model checks need it: pip install 'odimo-moo[test]'")
 
 SETUPS = {"diana": lambda: resnet8(10, 1, (8, 8)),
           "darkside": lambda: mobilenetv1_darkside(10, 1, (8, 8), width=0.25)}

@@ -11,6 +11,7 @@ import shutil
 import torch
 from torch import nn
 
+from test_search_cli import NEEDS_ONNX
 from test_study_drivers import odimo, toy_config, trials_of
 
 
@@ -61,6 +62,7 @@ def test_report_json_and_front_trials_fetched_from_the_artifact_store(tmp_path, 
                  str(tmp_path / "none")) == 0  # no store here: the report still works, paths as stored
 
 
+@NEEDS_ONNX
 def test_export_json(tmp_path, capsys):
     folder = tmp_path / "result"
     folder.mkdir()
