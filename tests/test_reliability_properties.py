@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -88,8 +87,40 @@ SPEC_TOKENS = st.sampled_from([
 ])
 
 
+GOOD_NUMBER = st.integers(1, 64).map(str)
+GOOD_PAIR = st.one_of(st.integers(1, 16).map(str),
+                      st.tuples(st.integers(1, 16), st.integers(1, 16)).map(lambda pair: f"{pair[0]}x{pair[1]}"))
+BAD_NUMBER = st.sampled_from(["0", "-1", "1e3", "3.5", "٣", "9" * 30, "x", "3x", "2x2x2", "0x3", ""])
+SPEC_KEYS = {"conv2d": ("in_channels", "out_channels", "kernel_size", "output_size", "stride", "groups"),
+             "linear": ("in_features", "out_features")}
+PAIR_KEYS = ("kernel_size", "output_size", "stride")
+
+
+def _spec_value(draw, key: str) -> str:
+    """Usually a valid value for ``key`` (groups mostly 1), one time in five a bad one."""
+    if draw(st.integers(0, 4)) == 0:
+        return draw(BAD_NUMBER | GOOD_PAIR | GOOD_NUMBER)
+    if key == "groups":
+        return draw(st.sampled_from(["1", "1", "2", "4", "3"]))
+    return draw(GOOD_PAIR if key in PAIR_KEYS else GOOD_NUMBER)
+
+
+@st.composite
+def near_specs(draw) -> str:
+    """Layer-spec text close to valid: a known op (mostly), each required key usually present with a
+    usually valid value, sometimes an unknown or repeated key or a word without ``=``; so that the
+    parser's later checks (missing keys, bad numbers, groups, sizes) are reached, not only the first."""
+    op = draw(st.sampled_from(["conv2d", "conv2d", "linear", "Linear", "CONV2D", "conv3d"]))
+    keys = SPEC_KEYS.get(op.lower(), SPEC_KEYS["conv2d"])
+    items = [f"{key}={_spec_value(draw, key)}" for key in keys
+             if (draw(st.integers(0, 2)) == 0 if key in ("stride", "groups") else draw(st.integers(0, 9)) > 0)]
+    if draw(st.integers(0, 4)) == 0:
+        items.append(draw(st.sampled_from(["bias=1", "groups=2", "in_channels=8", "stride", "=3"]) | SPEC_TOKENS))
+    return " ".join([op, *draw(st.permutations(items))])
+
+
 @FAST
-@given(text=st.one_of(st.text(max_size=60), st.lists(SPEC_TOKENS, max_size=25).map("".join)))
+@given(text=st.one_of(st.text(max_size=60), st.lists(SPEC_TOKENS, max_size=25).map("".join), near_specs()))
 def test_garbage_layer_specs_raise_only_usage_errors(text):
     try:
         spec = parse_layer_spec(text)
@@ -139,9 +170,27 @@ SPLIT_TOKENS = st.sampled_from(["digital", "analog", "cluster", "dwe", "npu", "=
                                 "-1", "1e1", "0x10", "٣", "+", "9" * 25, "\n", "DIGITAL"])
 
 
+@st.composite
+def near_splits(draw, soc, spec: LayerSpec) -> str:
+    """A valid split of ``spec`` with up to two mistakes (a count off by a few, a negative or
+    non-number count, an unknown or repeated unit, a missing ``=``), so that parse_split's later
+    checks (unknown unit, unit that cannot run the layer, counts that do not add up) are reached."""
+    items = draw(splits(soc, spec))[0].split(",")
+    original = list(items)
+    for _ in range(draw(st.integers(0, 2))):
+        index = draw(st.integers(0, len(items) - 1))
+        unit, _, count = original[index].partition("=")
+        items[index] = draw(st.sampled_from([
+            f"{unit}={int(count) + draw(st.integers(-3, 3))}", f"{unit}=-{count.strip()}", f"{unit}=x",
+            f"npu={count}", f"{unit}{count}", f"{unit}={count},{unit}={count}", f"{unit.upper()}={count}"]))
+    return ",".join(items)
+
+
 @FAST
-@given(text=st.one_of(st.text(max_size=40), st.lists(SPLIT_TOKENS, max_size=20).map("".join)))
-def test_garbage_splits_raise_only_usage_errors(soc, text):
+@given(data=st.data())
+def test_garbage_splits_raise_only_usage_errors(soc, data):
+    text = data.draw(st.one_of(st.text(max_size=40), st.lists(SPLIT_TOKENS, max_size=20).map("".join),
+                               near_splits(soc, CONV)))
     try:
         counts = parse_split(text, soc, CONV)
     except UsageError as exc:
@@ -152,12 +201,22 @@ def test_garbage_splits_raise_only_usage_errors(soc, text):
 
 
 @FAST
-@given(layer=st.one_of(st.text(max_size=50), st.lists(SPEC_TOKENS, max_size=25).map("".join)),
-       split=st.lists(SPLIT_TOKENS, max_size=12).map("".join))
-def test_cost_pipeline_on_garbage_raises_only_usage_errors(soc, layer, split):
-    """What `odimo cost` does with its two text options, end to end."""
+@given(data=st.data())
+def test_cost_pipeline_on_garbage_raises_only_usage_errors(soc, data):
+    """What `odimo cost` does with its two text options, end to end: the split is drawn for the layer
+    when the layer parses and some unit can run it, so that the cost itself is reached."""
+    layer = data.draw(st.one_of(st.text(max_size=50), st.lists(SPEC_TOKENS, max_size=25).map("".join),
+                                near_specs(), near_specs()))
+    garbage = st.lists(SPLIT_TOKENS, max_size=12).map("".join)
     try:
         spec = parse_layer_spec(layer)
+    except UsageError:
+        spec = None
+    fitting = spec is not None and spec.out_channels <= 4096 and soc.supporting_units(spec)
+    split = data.draw(st.one_of(garbage, near_splits(soc, spec)) if fitting else garbage)
+    try:
+        if spec is None:
+            raise UsageError("layer refused")
         cost = layer_cost(soc, spec, parse_split(split, soc, spec))
     except UsageError:
         return
@@ -375,8 +434,32 @@ def test_random_soc_documents_load_or_raise_usage_errors(path, value):
     assert cycles.shape == (len(soc.units), 1)
 
 
+SOC_TEXT_VALUES = st.sampled_from(["", "0", "-1", "1e9", "nan", ".inf", "[1, 2]", "{a: 1}", "ceil(n", "n * cin",
+                                   "2n", "int8", "ternary", "depthwise", "true", "'x'", "!!python/name:os.system",
+                                   "&a 1", "*a", "{weight: int, weight_bits: 0}", "\t1"])
+
+
+@st.composite
+def mutated_soc_texts(draw) -> str:
+    """The text of a valid SoC file with one to three line edits (a line deleted, repeated, or its value
+    replaced): mostly still YAML, so that the schema's checks are reached, not only the YAML parser."""
+    lines = yaml.safe_dump(SOC_BASE, sort_keys=False).splitlines()
+    for _ in range(draw(st.integers(1, 3))):
+        index = draw(st.integers(0, len(lines) - 1))
+        action = draw(st.sampled_from(["delete", "repeat", "value", "value"]))
+        if action == "delete" and len(lines) > 1:
+            lines.pop(index)
+        elif action == "repeat":
+            lines.insert(index, lines[index])
+        else:
+            key, colon, _ = lines[index].partition(":")
+            lines[index] = f"{key}{colon or ':'} {draw(SOC_TEXT_VALUES)}"
+    return "\n".join(lines) + "\n"
+
+
 @FAST
-@given(text=st.one_of(st.text(max_size=80), st.binary(max_size=40).map(lambda b: b.decode("latin-1"))))
+@given(text=st.one_of(st.text(max_size=80), st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
+                      mutated_soc_texts(), mutated_soc_texts()))
 def test_random_soc_text_raises_only_usage_errors(text):
     try:
         parse_soc(text, "fuzz.yaml")
