@@ -46,20 +46,24 @@ def fixed_mapping_recipe_defaults() -> dict[str, Any]:
 
 
 #: Search settings shared by the one-shot strategies (everything else of their params is the recipe).
-SEARCH_DEFAULTS: dict[str, Any] = {"evaluations": 200, "max_seconds": 0.0, "finetune_top": 3,
+SEARCH_DEFAULTS: dict[str, Any] = {"evaluations": 200, "max_seconds": 0.0, "clock": "wall", "finetune_top": 3,
                                    "recalibration_batches": 8}
+#: What ``max_seconds`` counts: elapsed time, or this process's CPU time (steady on a shared CPU
+#: machine, where other processes stretch the wall time; meaningless for GPU work).
+CLOCKS = ("wall", "cpu")
 
 
 @dataclass(frozen=True)
 class SearchBudget:
-    """How much one-shot search a strategy may do: candidates scored (0: no limit) and wall time (0:
-    no limit; at least one of the two is set), how many archive points it trains afterwards, and how
-    many training batches BatchNorm is recalibrated on before each score (0: none)."""
+    """How much one-shot search a strategy may do: candidates scored (0: no limit) and seconds on
+    ``clock`` (0: no limit; at least one of the two is set), how many archive points it trains
+    afterwards, and how many training batches BatchNorm is recalibrated on before each score (0: none)."""
 
     evaluations: int
     max_seconds: float
     finetune_top: int
     recalibration_batches: int = SEARCH_DEFAULTS["recalibration_batches"]
+    clock: str = SEARCH_DEFAULTS["clock"]
 
     @classmethod
     def pop_from(cls, values: dict[str, Any]) -> "SearchBudget":
@@ -67,9 +71,12 @@ class SearchBudget:
         try:
             budget = cls(int(values.pop("evaluations")), float(values.pop("max_seconds")),
                          int(values.pop("finetune_top")),
-                         int(values.pop("recalibration_batches", SEARCH_DEFAULTS["recalibration_batches"])))
+                         int(values.pop("recalibration_batches", SEARCH_DEFAULTS["recalibration_batches"])),
+                         str(values.pop("clock", SEARCH_DEFAULTS["clock"])))
         except (TypeError, ValueError) as exc:
             raise UsageError(f"search settings must be numbers: {exc}") from exc
+        if budget.clock not in CLOCKS:
+            raise UsageError(f"clock must be one of {', '.join(CLOCKS)} (what max_seconds counts), got {budget.clock!r}")
         if budget.evaluations < 0:
             raise UsageError(f"evaluations must be >= 0 (0: no limit, with max_seconds), got {budget.evaluations}")
         if budget.max_seconds < 0 or not math.isfinite(budget.max_seconds):
@@ -200,7 +207,8 @@ class OneShotSearch:
     @property
     def exhausted(self) -> bool:
         """Whether the candidate budget is spent, or the time budget (after at least one candidate)."""
-        out_of_time = self.budget.max_seconds > 0 and self.elapsed >= self.budget.max_seconds and self.proposed > 0
+        spent = self.cpu_elapsed if self.budget.clock == "cpu" else self.elapsed
+        out_of_time = self.budget.max_seconds > 0 and spent >= self.budget.max_seconds and self.proposed > 0
         return (self.budget.evaluations > 0 and self.proposed >= self.budget.evaluations) or out_of_time
 
     def evaluate(self, counts: Mapping[str, Sequence[int]]) -> float:

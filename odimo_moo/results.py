@@ -111,10 +111,12 @@ def _run_lines(report: Mapping[str, Any], run: Mapping[str, Any], sources: list[
     lines.append(f"- seeds: {', '.join(report['seeds'])}; accuracy: {report['accuracy']}")
     for seed, methods in report.get("budget", {}).get("per_seed", {}).items():
         for method, budget in methods.items():
+            clock = budget.get("clock", "wall")  # records before the CPU clock: wall time
+            spent = budget.get("odimo_seconds", budget.get("odimo_wall_s", 0.0))
             lines.append(f"- at equal compute (--budget matched), seed {seed}: {method} trains {budget['points']} "
                          f"points x {budget['epochs_per_point']} epochs (ODiMO: {budget['odimo_train_epochs']} "
-                         f"epochs) and searches one-shot for {budget['params']['max_seconds']:.1f} s (ODiMO's "
-                         f"{budget['odimo_wall_s']:.1f} s wall minus the expected training time)")
+                         f"epochs) and searches one-shot for {budget['params']['max_seconds']:.1f} s {clock} "
+                         f"(ODiMO's {spent:.1f} s {clock} minus the expected training time)")
     warmup = report["warmup"]["mean_per_seed"]
     if warmup:
         lines.append(f"- warmup (shared by every method, once per seed, not in their compute): {warmup['epochs']:.0f} "

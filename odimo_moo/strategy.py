@@ -22,7 +22,7 @@ class Outcome:
     setup): ``train_epochs`` epochs of training, its share of the one-shot mapping search
     (``oneshot_evaluations`` mappings scored and ``oneshot_images`` images forwarded, BatchNorm
     recalibration included), and ``wall_time_s`` / ``cpu_time_s`` (``time.process_time``) seconds of
-    those epochs and that search. The search's share is an equal split among the points it
+    those epochs and that search (per phase: ``phase_wall_s``, ``phase_cpu_s``). The search's share is an equal split among the points it
     fine-tuned, so a method's outcomes add up to its total. ``selected_epoch`` is the fine-tune epoch
     whose weights (the best validation accuracy) were tested (0: none, no fine-tune epoch);
     ``seed`` is the setup's seed (``None`` in files written before seeds were recorded).
@@ -47,6 +47,7 @@ class Outcome:
     phase_wall_s: dict[str, float] = field(default_factory=dict)
     selected_epoch: int = 0
     seed: int | None = None
+    phase_cpu_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

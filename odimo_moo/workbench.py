@@ -243,19 +243,21 @@ class Workbench:
         artifacts = write_artifacts(model, workdir, history, self.loaders(64)[1], self.device)
         trained = [row for row in history if row.get("phase") != "warmup"]
         phase_wall: dict[str, float] = {}
+        phase_cpu: dict[str, float] = {}
         for row in trained:
             phase_wall[row["phase"]] = phase_wall.get(row["phase"], 0.0) + float(row.get("wall_s", 0.0))
+            phase_cpu[row["phase"]] = phase_cpu.get(row["phase"], 0.0) + float(row.get("cpu_s", 0.0))
         share = dict(oneshot or {})
         if share:
             phase_wall["oneshot"] = float(share.get("wall_s", 0.0))
+            phase_cpu["oneshot"] = float(share.get("cpu_s", 0.0))
         outcome = Outcome(strategy=strategy, accuracy=accuracy, val_accuracy=val_accuracy,
                           latency_cycles=costs["latency_cycles"], energy_uj=costs["energy_uj"],
                           channel_split=model.channel_split(), params=dict(params), artifacts=artifacts,
                           wall_time_s=sum(phase_wall.values()), trainings=1, label=label,
                           train_epochs=len(trained), oneshot_evaluations=float(share.get("evaluations", 0.0)),
                           oneshot_images=float(share.get("images", 0.0)),
-                          cpu_time_s=sum(float(row.get("cpu_s", 0.0)) for row in trained) + float(
-                              share.get("cpu_s", 0.0)),
-                          phase_wall_s=phase_wall, selected_epoch=selected_epoch, seed=self.setup.seed)
+                          cpu_time_s=sum(phase_cpu.values()), phase_wall_s=phase_wall, phase_cpu_s=phase_cpu,
+                          selected_epoch=selected_epoch, seed=self.setup.seed)
         atomic_write_json(workdir / "result.json", outcome.to_dict())
         return outcome

@@ -16,6 +16,8 @@ from odimo_moo.cli import main
 from odimo_moo.commands import common
 from odimo_moo.commands.compare_plan import packaged_presets, resolve_plan
 from odimo_moo.commands.compare_units import matched_budget
+from odimo_moo.errors import UsageError
+from odimo_moo.oneshot import SearchBudget
 from odimo_moo.recipe import Recipe
 from odimo_moo.strategy import Outcome
 from odimo_moo.workbench import Setup
@@ -225,10 +227,33 @@ def test_matched_budget_by_hand():
     # 2 lambdas x 6 epochs = 12 epochs = 2 points of 6; a fixed-mapping epoch ~ ODiMO's fine-tune
     # epoch (12 s / 4 epochs = 3 s), so training them takes ~36 s of ODiMO's 64 s: 28 s of one-shot search.
     assert budget["points"] == 2 and budget["odimo_train_epochs"] == 12
-    assert budget["fixed_epoch_wall_s"] == pytest.approx(3.0)
-    assert budget["params"] == {"evaluations": 0, "max_seconds": pytest.approx(28.0), "finetune_top": 2}
+    assert budget["fixed_epoch_seconds"] == pytest.approx(3.0) and budget["clock"] == "wall"
+    assert budget["params"] == {"evaluations": 0, "max_seconds": pytest.approx(28.0), "clock": "wall",
+                                "finetune_top": 2}
     longer = matched_budget(odimo, recipe, Recipe(search_epochs=1, finetune_epochs=1))  # 2 epochs per point
     assert longer["points"] == 6 and longer["params"]["max_seconds"] == pytest.approx(64 - 6 * 2 * 3.0)
+
+
+def test_matched_budget_on_the_cpu_clock_ignores_what_other_processes_did_to_the_wall_time():
+    """The same two ODiMO points, the second run while another process took half the CPU: its wall
+    time doubled, its CPU time did not. On the CPU clock the budget is what ODiMO computed."""
+    odimo = [Outcome("odimo", 0.9, 0.9, 10.0, 1.0, {}, wall_time_s=30.0, cpu_time_s=30.0,
+                     phase_wall_s={"search": 24.0, "finetune": 6.0}, phase_cpu_s={"search": 24.0, "finetune": 6.0}),
+             Outcome("odimo", 0.8, 0.8, 8.0, 1.0, {}, wall_time_s=68.0, cpu_time_s=34.0,
+                     phase_wall_s={"search": 56.0, "finetune": 12.0}, phase_cpu_s={"search": 28.0, "finetune": 6.0})]
+    recipe = Recipe(search_epochs=4, finetune_epochs=2)
+    cpu = matched_budget(odimo, recipe, recipe, "cpu")
+    assert cpu["odimo_seconds"] == pytest.approx(64.0) and cpu["fixed_epoch_seconds"] == pytest.approx(3.0)
+    assert cpu["params"]["max_seconds"] == pytest.approx(64.0 - 2 * 6 * 3.0) and cpu["params"]["clock"] == "cpu"
+    wall = matched_budget(odimo, recipe, recipe, "wall")
+    assert wall["params"]["max_seconds"] == pytest.approx(98.0 - 2 * 6 * 4.5)
+
+
+def test_a_one_shot_budget_takes_a_clock():
+    values = {"evaluations": 0, "max_seconds": 2.0, "finetune_top": 1, "clock": "cpu"}
+    assert SearchBudget.pop_from(dict(values)).clock == "cpu"
+    with pytest.raises(UsageError, match="clock must be one of wall, cpu"):
+        SearchBudget.pop_from({**values, "clock": "sundial"})
 
 
 def test_every_method_trains_the_same_epochs_after_one_shared_warmup(tmp_path, capsys):
@@ -251,6 +276,9 @@ def test_every_method_trains_the_same_epochs_after_one_shared_warmup(tmp_path, c
     evolutionary = next(o for o in outcomes if o.strategy == "evolutionary")
     assert evolutionary.oneshot_evaluations >= 1 and evolutionary.params["finetune_top"] == 1
     assert evolutionary.params["evaluations"] == 0 and evolutionary.params["max_seconds"] > 0
+    assert evolutionary.params["clock"] == "cpu"  # on a CPU device: steady under other processes' load
+    assert evolutionary.phase_cpu_s["oneshot"] > 0 and evolutionary.cpu_time_s == pytest.approx(
+        sum(evolutionary.phase_cpu_s.values()))
     assert len(list((out / "warmup-cache").glob("warmup-*/warmup.pt"))) == 1  # one warmup, every method hit it
     warmup = json.loads((out / "seed-0" / "warmup.json").read_text())["warmups"]
     assert len(warmup) == 1 and warmup[0]["epochs"] == 1 and warmup[0]["methods"] == [

@@ -89,26 +89,29 @@ def run_warmups(bench: Workbench, recipes: Mapping[str, Recipe | None], seed_dir
     return records
 
 
-def matched_budget(odimo: Sequence[Outcome], odimo_recipe: Recipe, recipe: Recipe) -> dict[str, Any]:
+def matched_budget(odimo: Sequence[Outcome], odimo_recipe: Recipe, recipe: Recipe,
+                   clock: str = "wall") -> dict[str, Any]:
     """A one-shot method's budget at ODiMO's compute on one seed.
 
     Training: as many front points as give ODiMO's total training epochs (lambdas x (search +
-    fine-tune)) at the method's own search + fine-tune epochs per point. One-shot search: ODiMO's wall
-    time minus what training those points is expected to take (ODiMO's mean fine-tune epoch, the same
-    computation as a fixed-mapping epoch; its search epoch if it fine-tunes no epoch), no candidate limit.
+    fine-tune)) at the method's own search + fine-tune epochs per point. One-shot search: ODiMO's
+    seconds on ``clock`` (``cpu``: process CPU time, steady where other processes share the CPU;
+    ``wall`` on a GPU) minus what training those points is expected to take (ODiMO's mean fine-tune
+    epoch, the same computation as a fixed-mapping epoch; its search epoch if it fine-tunes no epoch),
+    no candidate limit.
     """
     epochs = len(odimo) * (odimo_recipe.search_epochs + odimo_recipe.finetune_epochs)
     per_point = recipe.search_epochs + recipe.finetune_epochs
     points = max(1, round(epochs / per_point)) if per_point else max(1, len(odimo))
-    wall = sum(o.wall_time_s for o in odimo)
+    spent = sum(o.cpu_time_s if clock == "cpu" else o.wall_time_s for o in odimo)
     phase, phase_epochs = ("finetune", odimo_recipe.finetune_epochs) if odimo_recipe.finetune_epochs else (
         "search", odimo_recipe.search_epochs)
-    phase_wall = sum(o.phase_wall_s.get(phase, 0.0) for o in odimo)
-    epoch_seconds = phase_wall / (len(odimo) * phase_epochs) if phase_epochs and odimo else 0.0
-    seconds = max(wall - points * per_point * epoch_seconds, MIN_ONESHOT_SECONDS)
-    return {"odimo_points": len(odimo), "odimo_train_epochs": epochs, "odimo_wall_s": wall,
-            "fixed_epoch_wall_s": epoch_seconds, "points": points, "epochs_per_point": per_point,
-            "params": {"evaluations": 0, "max_seconds": seconds, "finetune_top": points}}
+    phase_seconds = sum((o.phase_cpu_s if clock == "cpu" else o.phase_wall_s).get(phase, 0.0) for o in odimo)
+    epoch_seconds = phase_seconds / (len(odimo) * phase_epochs) if phase_epochs and odimo else 0.0
+    seconds = max(spent - points * per_point * epoch_seconds, MIN_ONESHOT_SECONDS)
+    return {"odimo_points": len(odimo), "odimo_train_epochs": epochs, "clock": clock, "odimo_seconds": spent,
+            "fixed_epoch_seconds": epoch_seconds, "points": points, "epochs_per_point": per_point,
+            "params": {"evaluations": 0, "max_seconds": seconds, "clock": clock, "finetune_top": points}}
 
 
 def _oneshot(strategy: Strategy) -> bool:
@@ -159,7 +162,8 @@ def run_methods(args: argparse.Namespace, plan: Plan, methods: list[str], folder
         for method in order:
             strategy, params = strategies[method], dict(routed[method])
             if method in matched:
-                budgets[method] = matched_budget(done["odimo"], recipes["odimo"], recipes[method])
+                budgets[method] = matched_budget(done["odimo"], recipes["odimo"], recipes[method],
+                                                 "wall" if bench.device.type == "cuda" else "cpu")
                 params.update(budgets[method]["params"])
                 atomic_write_json(seed_dir / BUDGET_FILE, budgets)
             units = ([({**params, "lambda": value}, seed_dir / method / f"lambda-{value:g}", f"lambda={value:g}")
