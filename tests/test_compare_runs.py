@@ -280,6 +280,8 @@ def test_every_method_trains_the_same_epochs_after_one_shared_warmup(tmp_path, c
     assert evolutionary.phase_cpu_s["oneshot"] > 0 and evolutionary.cpu_time_s == pytest.approx(
         sum(evolutionary.phase_cpu_s.values()))
     assert len(list((out / "warmup-cache").glob("warmup-*/warmup.pt"))) == 1  # one warmup, every method hit it
+    assert not list(out.glob("seed-*/**/checkpoints/*.pt"))  # finished points keep their exports only
+    assert all(Path(o.artifacts["exported_model"]).is_file() for o in outcomes)
     warmup = json.loads((out / "seed-0" / "warmup.json").read_text())["warmups"]
     assert len(warmup) == 1 and warmup[0]["epochs"] == 1 and warmup[0]["methods"] == [
         "odimo", "evolutionary", "heuristic"]

@@ -28,6 +28,8 @@ def test_run_json_is_the_only_thing_on_stdout(tmp_path, capsys):
     assert [p["trial"] for p in summary["report"]["fronts"]["latency"]["points"]]
     assert summary["report"]["files"]["pareto_json"] == str(tmp_path / "out" / "pareto.json")
     assert "trial 1: " in captured.err and "Pareto front of study 'toy'" in captured.err  # progress: stderr
+    results = list((tmp_path / "out" / "trials").rglob("result.json"))
+    assert len(results) == 2 and not list((tmp_path / "out" / "trials").rglob("checkpoints/*.pt"))
 
 
 def test_a_rerun_of_a_finished_study_says_it_is_complete_and_how_to_extend_it(tmp_path, capsys):

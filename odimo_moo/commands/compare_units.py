@@ -154,7 +154,7 @@ def run_methods(args: argparse.Namespace, plan: Plan, methods: list[str], folder
     outcomes: list[Outcome] = []
     for seed in seeds:
         setup = build_setup(args, plan.setup_base, {**plan.setup_overrides, "seed": seed})
-        bench = Workbench(setup, registry=registry, cache_dir=folder / "warmup-cache")
+        bench = Workbench(setup, registry=registry, cache_dir=folder / "warmup-cache", keep_checkpoints=False)
         seed_dir = folder / f"seed-{seed}"
         run_warmups(bench, recipes, seed_dir)
         done: dict[str, list[Outcome]] = {}

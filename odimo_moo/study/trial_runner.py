@@ -45,7 +45,8 @@ class TrialRunner:
             apply_threads(config.threads)
         self.registry = PluginRegistry.load(config.plugins)
         self.bench = Workbench(config.setup(progress), registry=self.registry,
-                               on_epoch_end=self._phase_end, cache_dir=config.out / "warmup-cache")
+                               on_epoch_end=self._phase_end, cache_dir=config.out / "warmup-cache",
+                               keep_checkpoints=False)
         self.strategy: Strategy = pick(self.registry.strategies(), config.strategy, "strategy")
 
     def _phase_end(self, phase: str, epoch: int, metrics: dict[str, Any]) -> None:
