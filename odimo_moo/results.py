@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .checkpoint import atomic_write_bytes
-from .compare import separation_lines
+from .compare import baseline_points, separation_lines
 
 #: What the paper (Risso et al., IEEE TCAD 2025) claims per SoC, quoted next to the measured numbers.
 PAPER_CLAIMS = {
@@ -147,8 +147,8 @@ def _methods_table(report: Mapping[str, Any]) -> list[str]:
 def _baselines_table(report: Mapping[str, Any]) -> list[str]:
     """Per heuristic and method: cost reduction at iso-accuracy, accuracy change at iso-cost."""
     cost = report["cost_field"]
-    names = list(dict.fromkeys(b["name"] for b in report["baselines"]))
-    if not names:
+    baselines = baseline_points(report)
+    if not baselines:
         return []
     lines = ["", "Against each heuristic point of the same seed (mean ± std [min, max] over seeds): cost "
                  "reduction at iso-accuracy = heuristic cost / the method's lowest cost at an accuracy >= the "
@@ -156,9 +156,7 @@ def _baselines_table(report: Mapping[str, Any]) -> list[str]:
                  "heuristic's minus the heuristic's accuracy (percentage points).", "",
              f"| method | heuristic | heuristic accuracy | heuristic {cost} | cost reduction at iso-accuracy | "
              f"accuracy change at iso-cost [pp] |", "|---|---|---:|---:|---|---|"]
-    for name in names:
-        points = [b for b in report["baselines"] if b["name"] == name]
-        accuracy = sum(b["accuracy"] for b in points) / len(points)
+    for name, (points, accuracy) in baselines.items():
         for row in report["methods"]:
             iso = row["vs_baselines"].get(name)
             if iso is not None:

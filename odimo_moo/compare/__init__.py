@@ -30,10 +30,10 @@ from .plot import plot_report
 from .report import COMPUTE_FIELDS, build_report
 from .stats import (MEDIAN_FRONT, SEPARATION_RULE, baseline_name, cost_of, iso_comparison, median_attainment,
                     seed_name, separated, spread)
-from .text import format_table, report_csv, separation_lines
+from .text import baseline_points, format_table, report_csv, separation_lines
 
 __all__ = ["COMPUTE_FIELDS", "MEDIAN_FRONT", "OUTCOME_FILES", "SEARCH_FILE", "SEPARATION_RULE", "WARMUP_FILE",
-           "baseline_name", "build_report", "cost_of", "find_outcomes", "format_table", "iso_comparison",
+           "baseline_name", "baseline_points", "build_report", "cost_of", "find_outcomes", "format_table", "iso_comparison",
            "load_outcomes", "load_searches", "load_warmups", "median_attainment", "plot_report", "report_csv",
            "seed_name", "separated", "separation_lines", "spread", "unique", "write_report"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import statistics
-from typing import Any
+from typing import Any, Mapping
 
 from .report import COMPUTE_FIELDS
 
@@ -86,18 +86,21 @@ def _iso_line(method: str, iso: dict[str, Any]) -> str:
             f"iso-acc cost {_number(iso['iso_accuracy_cost'], 6)}{ratio}")
 
 
+def baseline_points(report: Mapping[str, Any]) -> dict[str, tuple[list[dict[str, Any]], float]]:
+    """Per baseline name, in report order: its points over seeds and their mean accuracy."""
+    names = dict.fromkeys(b["name"] for b in report["baselines"])
+    grouped = {name: [b for b in report["baselines"] if b["name"] == name] for name in names}
+    return {name: (points, statistics.fmean(b["accuracy"] for b in points)) for name, points in grouped.items()}
+
+
 def _baseline_lines(report: dict[str, Any]) -> list[str]:
     """Per baseline point, every method's iso measures against it (nothing without baselines)."""
+    baselines = baseline_points(report)
     cost_field = report["cost_field"]
-    names = list(dict.fromkeys(b["name"] for b in report["baselines"]))
-    if not names:
-        return []
     lines = ["", "against each baseline point of the same seed: iso-cost = best accuracy at cost <= baseline's "
                  "(gain); iso-accuracy = lowest cost at accuracy >= baseline's (baseline cost / that cost); "
-                 "means over seeds, ratio [min, max]"]
-    for name in names:
-        points = [b for b in report["baselines"] if b["name"] == name]
-        accuracy = statistics.fmean(b["accuracy"] for b in points)
+                 "means over seeds, ratio [min, max]"] if baselines else []
+    for name, (points, accuracy) in baselines.items():
         lines.append(f"  {name} ({points[0]['method']}): accuracy {accuracy:.4f} (mean of {len(points)} seed(s)), "
                      f"{cost_field} {points[0][cost_field]:.5g}")
         lines += [_iso_line(row["method"], row["vs_baselines"][name])
