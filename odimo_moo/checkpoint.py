@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
 from .errors import RunFailure
+
+WriteGuard = Callable[[Path], None]
+_write_guard: contextvars.ContextVar[WriteGuard | None] = contextvars.ContextVar("odimo_write_guard", default=None)
+
+
+@contextlib.contextmanager
+def guarded_writes(guard: WriteGuard) -> Iterator[None]:
+    """Call ``guard(path)`` before every atomic write of this context (checkpoints, results,
+    artifacts); it raises to stop a write, e.g. when another worker has taken the trial over."""
+    token = _write_guard.set(guard)
+    try:
+        yield
+    finally:
+        _write_guard.reset(token)
 
 
 def _temporary(path: Path) -> str:
     """A new empty file next to ``path`` (same file system, so ``os.replace`` is atomic). Its name
     starts with a dot and ends in ``.tmp``: a write cut short (SIGKILL, power loss) leaves at most
     this file behind, never a partial ``path``."""
+    guard = _write_guard.get()
+    if guard is not None:
+        guard(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

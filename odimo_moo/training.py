@@ -181,6 +181,70 @@ class PhaseRunner:
     def _path(self, phase: str) -> Path:
         return self.checkpoint_dir / f"{phase}.pt"
 
+    def _seed_phase(self, spec: PhaseSpec) -> None:
+        """Seed the phase's random streams (shuffling, augmentation, sampled splits) from what it is, not
+        from what the process did before: a deleted cache is rebuilt identically."""
+        if self.fingerprint is None:
+            return
+        phase_seed = int(hashlib.sha256(f"{self.fingerprint}/{spec.name}".encode()).hexdigest()[:15], 16)
+        seed_everything(phase_seed)
+        if self._shuffler() is not None:
+            self._shuffler().manual_seed(phase_seed)
+
+    def _check_resumable(self, path: Path, state: dict[str, Any], spec: PhaseSpec) -> None:
+        """Refuse a checkpoint that another run wrote, or one of another learning-rate schedule."""
+        stored = state.get("fingerprint")
+        if self.fingerprint is not None and stored is not None and stored != self.fingerprint:
+            raise UsageError(f"{path} is a checkpoint of a run with other settings (model, data, seed, "
+                             f"lambda or training parameters); re-running resumes only the same command: "
+                             f"choose another output folder, or delete {path.parent} to start over")
+        schedule = {"name": spec.lr_schedule, "epochs": spec.epochs}
+        stored_schedule = state.get("lr_schedule")
+        if spec.lr_schedule != "constant" and stored_schedule not in (None, schedule):
+            raise UsageError(f"{path} was trained with the learning-rate schedule {stored_schedule}, this run "
+                             f"asks for {schedule}; keep the phase's epochs, or delete {path} to restart it")
+
+    def _resume(self, path: Path, spec: PhaseSpec, optimizers: list[torch.optim.Optimizer],
+                scheduler: Any) -> tuple[int, dict[str, Any] | None]:
+        """Load the phase's checkpoint into the model, optimizers, scheduler and random streams; returns
+        the number of epochs it holds and its best epoch (``keep_best``)."""
+        state = load_checkpoint(path)
+        self._check_resumable(path, state, spec)
+        try:
+            self.model.load_state_dict(state["model"])
+            for optimizer, optimizer_state in zip(optimizers, state["optimizers"]):
+                optimizer.load_state_dict(optimizer_state)
+            if scheduler is not None and state.get("scheduler") is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            if state.get("loader_rng") is not None and self._shuffler() is not None:
+                self._shuffler().set_state(state["loader_rng"])  # the next epoch's order, as if never stopped
+            self.history = list(state["history"])
+            if spec.cost_target is not None and state.get("cost_target") is not None:
+                spec.cost_target.load_state_dict(state["cost_target"])
+            done = int(state["epoch"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:  # e.g. another version's layout
+            reason = " ".join(str(exc).split())[:300]
+            raise RunFailure(f"checkpoint {path} does not fit this run ({type(exc).__name__}: {reason}); "
+                             f"delete it to restart that phase") from exc
+        if done > spec.epochs:  # a longer phase's weights and result are not this run's: never cut one short
+            raise UsageError(f"{path} holds {done} finished epochs of phase {spec.name}, this run asks for "
+                             f"{spec.epochs}: a shorter phase is not cut from a longer one; ask for at least "
+                             f"{done} epochs, choose another output folder, or delete {path} to restart the phase")
+        return done, state.get("best")
+
+    def _save(self, path: Path, spec: PhaseSpec, optimizers: list[torch.optim.Optimizer], scheduler: Any,
+              best: dict[str, Any] | None, epochs: int) -> None:
+        """Write the phase's checkpoint after ``epochs`` epochs: everything :meth:`_resume` reads."""
+        shuffler = self._shuffler()
+        atomic_torch_save(path, {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+                                 "scheduler": None if scheduler is None else scheduler.state_dict(),
+                                 "lr_schedule": {"name": spec.lr_schedule, "epochs": spec.epochs}, "best": best,
+                                 "cost_target": spec.cost_target and spec.cost_target.state_dict(),
+                                 "rng": torch.get_rng_state(), "epoch": epochs,
+                                 "loader_rng": None if shuffler is None else shuffler.get_state(),
+                                 "history": self.history, "fingerprint": self.fingerprint})
+
     def run(self, spec: PhaseSpec) -> list[dict[str, Any]]:
         """Train ``spec.epochs`` epochs (or what is left of them after a resume)."""
         optimizers = spec.optimizers()
@@ -188,46 +252,9 @@ class PhaseRunner:
         if optimizers:
             scheduler = torch.optim.lr_scheduler.LambdaLR(
                 optimizers[0], lambda epoch: lr_factor(spec.lr_schedule, epoch, spec.epochs))
-        schedule = {"name": spec.lr_schedule, "epochs": spec.epochs}
-        best: dict[str, Any] | None = None
-        start = 0
         path = self._path(spec.name)
-        if self.fingerprint is not None:
-            # A phase's random streams (shuffling, augmentation, sampled splits) come from what it is,
-            # not from what the process did before: a deleted cache is rebuilt identically.
-            phase_seed = int(hashlib.sha256(f"{self.fingerprint}/{spec.name}".encode()).hexdigest()[:15], 16)
-            seed_everything(phase_seed)
-            if self._shuffler() is not None:
-                self._shuffler().manual_seed(phase_seed)
-        if path.exists():
-            state = load_checkpoint(path)
-            stored = state.get("fingerprint")
-            if self.fingerprint is not None and stored is not None and stored != self.fingerprint:
-                raise UsageError(f"{path} is a checkpoint of a run with other settings (model, data, seed, "
-                                 f"lambda or training parameters); re-running resumes only the same command: "
-                                 f"choose another output folder, or delete {path.parent} to start over")
-            stored_schedule = state.get("lr_schedule")
-            if spec.lr_schedule != "constant" and stored_schedule not in (None, schedule):
-                raise UsageError(f"{path} was trained with the learning-rate schedule {stored_schedule}, this run "
-                                 f"asks for {schedule}; keep the phase's epochs, or delete {path} to restart it")
-            try:
-                self.model.load_state_dict(state["model"])
-                for optimizer, optimizer_state in zip(optimizers, state["optimizers"]):
-                    optimizer.load_state_dict(optimizer_state)
-                if scheduler is not None and state.get("scheduler") is not None:
-                    scheduler.load_state_dict(state["scheduler"])
-                torch.set_rng_state(state["rng"])
-                if state.get("loader_rng") is not None and self._shuffler() is not None:
-                    self._shuffler().set_state(state["loader_rng"])  # the next epoch's order, as if never stopped
-                start = int(state["epoch"])
-                self.history = list(state["history"])
-                best = state.get("best")
-                if spec.cost_target is not None and state.get("cost_target") is not None:
-                    spec.cost_target.load_state_dict(state["cost_target"])
-            except (KeyError, RuntimeError, ValueError, TypeError) as exc:  # e.g. another version's layout
-                reason = " ".join(str(exc).split())[:300]
-                raise RunFailure(f"checkpoint {path} does not fit this run ({type(exc).__name__}: {reason}); "
-                                 f"delete it to restart that phase") from exc
+        self._seed_phase(spec)
+        start, best = self._resume(path, spec, optimizers, scheduler) if path.exists() else (0, None)
         bar = tqdm(range(start, spec.epochs), desc=spec.name, initial=start, total=spec.epochs, leave=False,
                    disable=not self.progress, file=sys.stderr)
         for epoch in bar:
@@ -260,14 +287,7 @@ class PhaseRunner:
                 best = {"epoch": epoch + 1, "val_accuracy": val["accuracy"],
                         "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
             bar.set_postfix(val_acc=f"{val['accuracy']:.3f}")
-            atomic_torch_save(path, {"model": self.model.state_dict(),
-                                     "optimizers": [o.state_dict() for o in optimizers],
-                                     "scheduler": None if scheduler is None else scheduler.state_dict(),
-                                     "lr_schedule": schedule, "best": best,
-                                     "cost_target": spec.cost_target and spec.cost_target.state_dict(),
-                                     "rng": torch.get_rng_state(), "epoch": epoch + 1,
-                                     "loader_rng": None if self._shuffler() is None else self._shuffler().get_state(),
-                                     "history": self.history, "fingerprint": self.fingerprint})
+            self._save(path, spec, optimizers, scheduler, best, epoch + 1)
             self.on_epoch_end(spec.name, epoch + 1, metrics)
         if spec.keep_best and best is not None:
             self.model.load_state_dict(best["model"])

@@ -98,13 +98,24 @@ def _next_steps(config: Any, study_ref: str | None, finished: int, ran: int) -> 
     return "\n".join(lines)
 
 
+def _announce(config: Any) -> None:
+    """Print what the study runs, its objectives and constraints, and where it is stored."""
+    objectives = ", ".join(f"{name} ({'max' if i == 0 else 'min'})" for i, name in enumerate(config.objective_names()))
+    constraints = ", ".join(c.describe() for c in config.constraints) or "none"
+    print(f"study {config.name}: {config.trials} trials of {config.strategy} on {config.soc}/{config.model}/"
+          f"{config.dataset}, driver {config.driver} ({config.sampler.name})\n  objectives  {objectives}\n"
+          f"  constraints {constraints}\n  storage     {config.storage}\n  output      {config.out}", flush=True)
+
+
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the study; print progress and the report (stdout); return the JSON summary."""
     import yaml
 
     from ..checkpoint import atomic_write_bytes, check_writable
+    from ..study.attempt import storage_failures
     from ..study.config import load_study
     from ..study.constraints import to_spec
+    from ..study.ownership import claim_output_folder
     from ..study.ledger import Ledger
     from ..study.report import build_report, format_table, load_baselines, write_report
     from .common import parse_assignments
@@ -119,14 +130,12 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     folders = [config.out, config.out / "warmup-cache"] + ([config.artifacts] if config.artifacts else [])
     for folder in folders:  # fail now, not after hours of training
         check_writable(folder)
+    claim_output_folder(config)
     atomic_write_bytes(config.out / "study.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
-    objectives = ", ".join(f"{name} ({'max' if i == 0 else 'min'})" for i, name in enumerate(config.objective_names()))
-    constraints = ", ".join(c.describe() for c in config.constraints) or "none"
-    print(f"study {config.name}: {config.trials} trials of {config.strategy} on {config.soc}/{config.model}/"
-          f"{config.dataset}, driver {config.driver} ({config.sampler.name})\n  objectives  {objectives}\n"
-          f"  constraints {constraints}\n  storage     {config.storage}\n  output      {config.out}", flush=True)
-    result = DRIVERS[config.driver](config, progress=not args.no_progress)
-    trials = result.study.get_trials(deepcopy=False)
+    _announce(config)
+    with storage_failures(config.storage, config.heartbeat.grace):
+        result = DRIVERS[config.driver](config, progress=not args.no_progress)
+        trials = result.study.get_trials(deepcopy=False)
     finished = Ledger.of(trials, config.driver).finished
     states = [t.state.name for t in trials]
     summary: dict[str, Any] = {
@@ -138,7 +147,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                    "states": {state: states.count(state) for state in sorted(set(states))}},
         "complete": finished >= config.trials, "report": None, "dashboard": dashboard_command(config)}
     if not args.no_report:
-        report = build_report(result.study, config.storage, load_baselines(config.out))
+        with storage_failures(config.storage, config.heartbeat.grace):
+            report = build_report(result.study, config.storage, load_baselines(config.out))
         paths = write_report(report, config.out)
         print(format_table(report))
         print(f"report in {config.out}: " + ", ".join(path.name for path in paths.values()))

@@ -154,12 +154,12 @@ class StudyConfig:
                      device=self.device, plugins=self.plugins, exclude=self.exclude, progress=progress)
 
     def identity(self) -> dict[str, Any]:
-        """What defines the optimisation problem: trials of one study must agree on all of it
-        (constraints included, when there are any: each trial stores its constraint values)."""
+        """What defines the optimisation problem: trials of one study must agree on all of it (the
+        problem instance as :meth:`Setup.identity` defines it, data_root included; constraints too,
+        when there are any: each trial stores its constraint values)."""
         identity = {
-            "soc": self.soc, "model": self.model, "dataset": self.dataset, "data_limit": self.data_limit,
-            "image_size": self.image_size, "val_fraction": self.val_fraction, "exclude": list(self.exclude),
-            "metrics": list(self.metrics), "strategy": self.strategy, "training": self.training, "seed": self.seed,
+            **self.setup().identity(),  # the trials' checkpoints are keyed by the same fields
+            "metrics": list(self.metrics), "strategy": self.strategy, "training": self.training,
             "search_space": {p.name: p.to_spec() for p in self.search_space},
         }
         if self.constraints:

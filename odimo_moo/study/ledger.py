@@ -22,6 +22,8 @@ DRIVER = "driver"
 FAILURE = "failure"
 DIVERGED = "diverged"
 SURPLUS = "surplus"
+ERROR = "error"
+INTERRUPTED = "interrupted"
 DEFAULT_DRIVER = "optuna"
 
 

@@ -4,11 +4,14 @@ A finished trial stores its outcome as user attributes, its constraint values (`
 and the user attributes ``constraints`` and ``feasible``) and uploads its files to the study's
 artifact store. A diverged training is recorded as FAIL (the study goes on); any other exception,
 Ctrl-C included, first queues a copy of the trial so that the next run resumes it in the same work
-folder.
+folder, then records why the trial stopped (``failure``: ``error`` or ``interrupted``, and ``error``).
+Every write of the trial is fenced (:mod:`.attempt`): a worker whose trial another worker has taken
+over stops writing.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -17,11 +20,13 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
+from ..checkpoint import guarded_writes
 from ..training import Diverged
 from .artifact_store import MAPPING_PLOT, open_store, trial_files, upload_trial_files
+from .attempt import Fence, TrialTakenOver, storage_errors
 from .config import StudyConfig
 from .constraints import is_feasible, violations
-from .ledger import DIVERGED, DRIVER, FAILURE, SURPLUS, Ledger, work_number
+from .ledger import DIVERGED, DRIVER, ERROR, FAILURE, INTERRUPTED, SURPLUS, Ledger, work_number
 from .space import suggest
 from .storage import retry_callback
 from .trial_runner import TrialRunner
@@ -110,6 +115,21 @@ class Objective:
             self.say(f"trial {trial.number}: could not plot its mapping ({exc.strerror or exc})")
         upload_trial_files(self.store, trial, trial_files(attrs, workdir), self.say)
 
+    def _stopped(self, trial: optuna.Trial, exc: BaseException, fence: Fence) -> None:
+        """Queue a copy of a trial stopped by ``exc`` (the next run resumes it), then record why it
+        stopped; nothing when the trial is no longer this worker's or the storage cannot be written."""
+        with contextlib.suppress(TrialTakenOver, *storage_errors()):
+            fence.check()
+            frozen = self._frozen(trial.number)
+            retry_callback(self.config.heartbeat)(self.study, frozen)
+            trial.set_user_attr(FAILURE, INTERRUPTED if isinstance(exc, KeyboardInterrupt) else ERROR)
+            lines = str(exc).strip().splitlines()
+            trial.set_user_attr("error", f"{type(exc).__name__}: {lines[0] if lines else ''}")
+            retries = self.config.heartbeat.max_retry
+            if len(frozen.system_attrs.get("retry_history", [])) >= retries:
+                self.say(f"trial {trial.number} failed and its {retries} retries are used: its point is given "
+                         f"up (the report lists it with the error)")
+
     def __call__(self, trial: optuna.Trial) -> list[float]:
         trial.set_user_attr(DRIVER, self.driver)
         trial.set_user_attr(WORKER_ATTR, this_worker())
@@ -120,9 +140,13 @@ class Objective:
         params = suggest(trial, self.config.search_space, trial.user_attrs.get(FIXED, {}))
         work = work_number(frozen)
         resumed = "" if work == trial.number else f" (resuming trial {work})"
+        fence = Fence(self.study, trial, self.runner.workdir(work))
+        fence.claim()
         try:
-            record = self.runner.run(params, work)
+            with guarded_writes(fence.check):
+                record = self.runner.run(params, work)
         except Diverged as exc:
+            fence.check()
             trial.set_user_attr(FAILURE, DIVERGED)
             trial.set_user_attr("error", str(exc))
             trial.set_user_attr("params", params)
@@ -131,9 +155,10 @@ class Objective:
             self.say(f"trial {trial.number}{resumed}: {describe(params)}: {exc}; recorded as FAIL")
             self.ran += 1
             raise
-        except BaseException:
-            retry_callback(self.config.heartbeat)(self.study, self._frozen(trial.number))
+        except BaseException as exc:
+            self._stopped(trial, exc, fence)
             raise
+        fence.check()
         for key, value in record.attrs.items():
             trial.set_user_attr(key, value)
         infeasible = self._constrain(trial, record.attrs)

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from ..training import Diverged
+from .attempt import run_attempt
 from .config import SamplerSpec, StudyConfig
 from .ledger import DRIVER, Ledger
 from .objective import FIXED, DriverRun, Objective, SurplusTrial, artifact_store_of
@@ -65,7 +66,7 @@ def run_optuna(config: StudyConfig, progress: bool = True) -> DriverRun:
             bar.n = ledger.finished
             bar.refresh()
             if ledger.in_state(TrialState.WAITING) or ledger.used < config.trials:
-                study.optimize(objective, n_trials=1, catch=(Diverged, SurplusTrial))
+                run_attempt(study, objective, (Diverged, SurplusTrial), tqdm.write)
             elif ledger.in_state(TrialState.RUNNING):
                 if not waiting_said:
                     tqdm.write(f"waiting for {ledger.in_state(TrialState.RUNNING)} trial(s) running elsewhere; "

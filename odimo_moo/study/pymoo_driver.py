@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UsageError
 from ..training import Diverged
+from .attempt import run_attempt
 from .config import StudyConfig
 from .constraints import violations
 from .ledger import DIVERGED, DRIVER, FAILURE, Ledger
@@ -79,7 +80,7 @@ class Evaluations:
                 continue
             if trial is None or trial.state == TrialState.FAIL:
                 self.study.enqueue_trial(inside, user_attrs={DRIVER: NAME, KEY: key, FIXED: outside})
-            self.study.optimize(self.objective, n_trials=1, catch=(Diverged,))
+            run_attempt(self.study, self.objective, (Diverged,), tqdm.write)
 
 
 def n_constraints(config: StudyConfig) -> int:

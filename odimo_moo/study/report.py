@@ -26,7 +26,7 @@ from ..pareto import ReferencePoint, default_reference, hypervolume, pareto_mask
 from ..strategy import Outcome
 from .config import COST_FIELDS
 from .constraints import Constraint, from_spec, is_feasible, to_spec, violations
-from .ledger import FAILURE, SURPLUS, driver_of, work_number
+from .ledger import ERROR, FAILURE, SURPLUS, driver_of, work_number
 from .storage import CONFIG_ATTR
 
 COST_LABELS = {"latency": "latency [cycles]", "energy": "energy [uJ]"}
@@ -76,6 +76,15 @@ class TrialRow:
                 "channel_split": self.channel_split}
 
 
+def failure_of(trial: FrozenTrial) -> str:
+    """Why a trial failed, as the report says it: ``diverged``, ``error: WHAT`` (the exception that
+    stopped it), ``interrupted``, or ``stopped`` (its worker vanished); '' for a trial that did not fail."""
+    failure = trial.user_attrs.get(FAILURE, "" if trial.state != TrialState.FAIL else "stopped")
+    if failure == ERROR:
+        return f"{ERROR}: {trial.user_attrs.get('error', '')}"
+    return failure
+
+
 def row_of(trial: FrozenTrial, constraints: Sequence[Constraint] = ()) -> TrialRow:
     """The report's view of a trial; a complete one gets its values of ``constraints``."""
     attrs = trial.user_attrs
@@ -87,7 +96,7 @@ def row_of(trial: FrozenTrial, constraints: Sequence[Constraint] = ()) -> TrialR
         latency_cycles=attrs.get("latency_cycles"), energy_uj=attrs.get("energy_uj"),
         channel_split=attrs.get("channel_split", {}), artifacts=attrs.get("artifacts", {}),
         wall_time_s=attrs.get("wall_time_s"), work_dir=attrs.get("work_dir", ""),
-        failure=attrs.get(FAILURE, "" if trial.state != TrialState.FAIL else "stopped"),
+        failure=failure_of(trial),
         retry_of=None if work == trial.number else work,
         constraints=violations(constraints, attrs) if trial.state == TrialState.COMPLETE else {})
 

@@ -18,6 +18,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from ..errors import RunFailure, UsageError
 from .config import Heartbeat, StudyConfig
+from .ownership import differences
 from .storage_url import journal_path, local_file, sqlite_path
 from .workers import fail_dead_local_trials
 
@@ -67,6 +68,10 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None) -> BaseStorage:
     if heartbeat is not None:
         options = {"heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace,
                    "heartbeat_stale_trial_callback": retry_callback(heartbeat)}
+    if sqlite_path(url) is None:
+        # a database server restarted under a running study: test each pooled connection before use
+        # and reconnect, instead of failing the next query on a dead one
+        options["engine_kwargs"] = {"pool_pre_ping": True}
     url = _with_installed_driver(url)
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
@@ -99,11 +104,11 @@ def _open_journal(url: str) -> JournalStorage:
 
 
 def fail_stale(study: optuna.Study, config: StudyConfig) -> None:
-    """Fail (and queue again) the trials of dead workers: by heartbeat on RDB storages, and on a
-    journal file the trials of workers on this host whose process is gone."""
+    """Fail (and queue again) the trials of dead workers: by heartbeat on RDB storages, and on any
+    storage the trials of workers on this host whose process is gone (a journal file has no
+    heartbeat; a worker whose storage failed may have left its trial without one)."""
     optuna.storages.fail_stale_trials(study)
-    if journal_path(config.storage) is not None:
-        fail_dead_local_trials(study, retry_callback(config.heartbeat))
+    fail_dead_local_trials(study, retry_callback(config.heartbeat))
 
 
 def _schema_race(exc: Exception) -> bool:
@@ -165,11 +170,8 @@ def _check_same_problem(config: StudyConfig, study: optuna.Study) -> None:
     if stored is None:
         raise UsageError(f"study {config.name!r} in {config.storage} was not created by odimo run; "
                          f"choose another name")
-    current = config.identity()
-    differing = sorted(key for key in set(stored) | set(current) if stored.get(key) != current.get(key))
-    if differing:
-        detail = "; ".join(f"{key}: study has {stored.get(key)!r}, config has {current.get(key)!r}"
-                           for key in differing)
+    detail = differences(stored, config.identity())
+    if detail:
         raise UsageError(f"study {config.name!r} in {config.storage} was created for a different problem "
                          f"({detail}); use another name or output folder, or restore those settings")
 

@@ -4,6 +4,7 @@ into objective values and the user attributes every report reads."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from ..commands.common import apply_threads
@@ -52,9 +53,13 @@ class TrialRunner:
     def _phase_end(self, phase: str, epoch: int, metrics: dict[str, Any]) -> None:
         self.registry.notify("odimo_phase_end", phase=phase, epoch=epoch, metrics=metrics)
 
+    def workdir(self, work: int) -> Path:
+        """The work folder of the slot whose first trial is number ``work``."""
+        return self.config.out / "trials" / str(work)
+
     def run(self, params: Mapping[str, Any], work: int) -> TrialRecord:
         """Train at ``params`` (over the study's fixed training parameters) in ``trials/<work>/``."""
-        workdir = self.config.out / "trials" / str(work)
+        workdir = self.workdir(work)
         outcomes = self.strategy.run(self.bench, {**self.config.training, **params}, workdir)
         if not outcomes:
             raise RunFailure(f"strategy {self.config.strategy!r} returned no outcome for {dict(params)}")

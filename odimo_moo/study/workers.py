@@ -1,10 +1,11 @@
 """Which process runs a trial, and what happens to the trials of workers that died.
 
 Every trial records its worker (host, process id, process start time) as the user attribute
-``worker``. RDB storages detect a dead worker by its heartbeat. A journal file has no heartbeat, so
-a worker on such a storage fails, and queues again, the running trials of workers *on its own host*
-whose process is gone; a trial whose worker died on another machine waits until a worker runs there
-again (or is failed by hand).
+``worker``. RDB storages detect a dead worker by its heartbeat. A journal file has no heartbeat, and
+a worker whose RDB storage failed (a full disk) may have left its trial without one, so every worker
+also fails, and queues again, the running trials of workers *on its own host* whose process is gone;
+such a trial whose worker died on another machine waits until a worker runs there again (or is
+failed by hand).
 """
 
 from __future__ import annotations
