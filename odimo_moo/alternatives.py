@@ -19,7 +19,7 @@ from torch.autograd.function import once_differentiable
 
 from .quantizers import (ActivationQuantizer, IntegerWeight, PowerOfTwoActivationQuantizer, activation_gradients,
                          activation_levels, clip_descent_direction, clip_gradient, integer_weight,
-                         level_code_dtype)
+                         level_code_dtype, scale_weight_channels)
 
 #: Activation quantizers whose fake quantization the fused layer reproduces (through their ``grid``).
 _FUSABLE_QUANTIZERS = (ActivationQuantizer, PowerOfTwoActivationQuantizer)
@@ -65,6 +65,12 @@ class Alternative(nn.Module, ABC):
         alternative cannot say (the default). An alternative whose weight quantizer is not
         ``nn.Identity`` overrides it, or the integer (QDQ) export refuses its layer."""
         return None
+
+    def scale_output_channels(self, scale: torch.Tensor) -> None:
+        """Output channel ``c`` of the layer is multiplied by ``scale[c]`` (BatchNorm folded into the
+        shared weight): scale what this alternative owns besides it (default: its weight quantizer's
+        learned scales)."""
+        scale_weight_channels(self.weight_quantizer, scale)
 
 
 def _per_channel(channel_mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -218,6 +224,11 @@ class DepthwiseAlternative(Alternative):
     def export_integer_weight(self, shared_weight: torch.Tensor, channels: torch.Tensor) -> IntegerWeight | None:
         whole = integer_weight(self.weight_quantizer, self.weight)
         return None if whole is None else whole.channels(channels)
+
+    @torch.no_grad()
+    def scale_output_channels(self, scale: torch.Tensor) -> None:
+        self.weight.mul_(scale.view(-1, 1, 1, 1).to(self.weight.dtype))
+        super().scale_output_channels(scale)
 
 
 class ChannelSelect(nn.Module):

@@ -11,7 +11,9 @@
   widths and output channels, the model tagged with the SoC, mapping and cost.
 * :func:`compare_onnx` runs an ONNX file with onnxruntime against the PyTorch export.
 
-Layers that are not searched and BatchNorm stay float: training does not quantize them.
+Layers that are not searched are quantized too where the network was trained as deployed (they
+export as one-unit splits, :class:`odimo_moo.deploy.FixedQuantizedLayer`); otherwise they and
+BatchNorm stay float, as the training computed them.
 """
 
 from __future__ import annotations
@@ -156,7 +158,7 @@ class QDQActivation(nn.Module):
     Zero point 0, scale ``step``. 8-bit unsigned grids use uint8, all others int8. The pair saturates at
     the integer type's range, so a grid narrower than it gets a Clip in front -- except 7-bit
     unsigned grids (``[0, 127]``, DIANA): an unsigned grid is only used where the input comes out of a
-    ReLU (:func:`odimo_moo.searchable._input_is_non_negative`), so int8's upper bound 127 is the clip.
+    ReLU (:func:`odimo_moo.graph_patterns.input_is_non_negative`), so int8's upper bound 127 is the clip.
     """
 
     def __init__(self, quantizer: FixedActivationQuantizer) -> None:

@@ -13,11 +13,13 @@ next input codes follow by a power-of-two shift: ``clip(round_half_even(acc / 2^
 :func:`integer_sub_layers` reads the sub-layers (weights, bias, scales, convolution attributes) from
 a QDQ ``onnx.ModelProto``; :func:`compare_with_onnx` runs the model with onnxruntime, feeds every
 sub-layer's integer input codes to its integer reference and checks that the model's float output,
-divided by the accumulator scale, rounds to the integer accumulator.
+divided by the accumulator scale, rounds to the integer accumulator; :func:`compare_requantization`
+checks the requantization shift against the codes onnxruntime feeds the next layer.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +54,7 @@ class IntegerSubLayer:
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
+    output_channels: tuple[int, ...] = ()  # the layer's output channels this sub-layer produces, in order
 
     @property
     def accumulator_scale(self) -> torch.Tensor:
@@ -187,7 +190,7 @@ def integer_sub_layers(model: Any) -> list[IntegerSubLayer]:
             layer=tags["layer"], unit=tags["unit"], input_node=quantize.output[0], output_node=node.output[0],
             weight=torch.from_numpy(constants[weight_dq.input[0]].astype(np.int8)), bias=bias,
             input_step=float(constants[quantize.input[1]]), weight_scale=torch.from_numpy(weight_scale),
-            linear=node.op_type == "Gemm", **options))
+            linear=node.op_type == "Gemm", output_channels=tuple(json.loads(tags["output_channels"])), **options))
     if not layers:
         raise UsageError("the ONNX model has no tagged integer sub-layer; pass a QDQ export of odimo-moo "
                          "(exported_qdq.onnx)")
@@ -220,4 +223,79 @@ def compare_with_onnx(model: Any, inputs: torch.Tensor) -> dict[tuple[str, str],
             "equal": float((torch.round(real) == acc.to(torch.float64)).to(torch.float64).mean()),
             "max_distance": float((real - acc.to(torch.float64)).abs().max()),
         }
+    return report
+
+
+def _layer_outputs(model: Any, layers: list[IntegerSubLayer]) -> dict[str, str]:
+    """Per searched (or fixed) layer, the ONNX tensor holding its whole output: its permuting Gather,
+    else its Concat, else its only sub-layer's output."""
+    outputs: dict[str, str] = {}
+    for node in model.graph.node:
+        tags = node_tags(node)
+        if "layer" in tags and "unit" not in tags and node.op_type in ("Concat", "Gather"):
+            if node.op_type == "Gather" or tags["layer"] not in outputs:
+                outputs[tags["layer"]] = node.output[0]
+    for layer in layers:
+        if sum(other.layer == layer.layer for other in layers) == 1:
+            outputs.setdefault(layer.layer, layer.output_node)
+    return outputs
+
+
+def _relu_fed_quantizers(model: Any, tensor: str) -> list[tuple[Any, float]]:
+    """The tagged QuantizeLinear nodes that read ``tensor`` through one Relu (and a Clip), each with
+    the largest code they can hold (the Clip's bound over the step, else the integer type's top)."""
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    constants = _Constants(model)
+    found = []
+    for relu in (n for n in consumers.get(tensor, []) if n.op_type == "Relu"):
+        for node in consumers.get(relu.output[0], []):
+            bound = None
+            if node.op_type == "Clip":
+                bound = float(constants[node.input[2]])
+                node = next((n for n in consumers.get(node.output[0], []) if n.op_type == "QuantizeLinear"), node)
+            if node.op_type != "QuantizeLinear" or "unit" not in node_tags(node):
+                continue
+            step = float(constants[node.input[1]])
+            top = 255 if constants[node.input[2]].dtype == np.uint8 else 127
+            found.append((node, top if bound is None else min(top, round(bound / step))))
+    return found
+
+
+@torch.no_grad()
+def compare_requantization(model: Any, inputs: torch.Tensor) -> dict[tuple[str, str, str], dict[str, float]]:
+    """Where a layer's output reaches the next sub-layer's QuantizeLinear through a ReLU alone (BatchNorm
+    folded), requantize each int unit's integer accumulators by a shift (:func:`requantize`, the ReLU
+    being the clamp at 0) and compare with the codes onnxruntime computed. Per (layer, unit, consuming
+    QuantizeLinear node): the share of equal codes. Units whose scale is not a power of two away from
+    the next step (ternary) are left out: they need a fixed-point multiplier."""
+    import onnx
+
+    layers = integer_sub_layers(model)
+    targets = {layer: _relu_fed_quantizers(model, tensor) for layer, tensor in _layer_outputs(model, layers).items()}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    wanted = sorted({layer.input_node for layer in layers}
+                    | {node.output[0] for found in targets.values() for node, _ in found})
+    for name in wanted:
+        probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    values = dict(zip(wanted, onnx_session(probe).run(wanted, {"input": inputs.cpu().numpy()})))
+    constants = _Constants(model)
+    report = {}
+    for layer in layers:
+        acc = layer.accumulate(torch.from_numpy(np.asarray(values[layer.input_node])))
+        channels = torch.tensor(layer.output_channels)
+        for node, top in targets.get(layer.layer, []):
+            try:
+                shift = requantization_shift(float(layer.accumulator_scale[0]), float(constants[node.input[1]]))
+            except UsageError:
+                continue
+            if len(set(layer.accumulator_scale.tolist())) != 1:
+                continue
+            codes = torch.from_numpy(np.asarray(values[node.output[0]]).astype(np.int64))[:, channels]
+            expected = requantize(acc, shift, 0, top)
+            report[(layer.layer, layer.unit, node.name)] = {
+                "elements": expected.numel(), "equal": float((codes == expected).to(torch.float64).mean())}
     return report

@@ -41,6 +41,9 @@ class Recipe:
     ``scratch`` (a fresh initialisation, ``finetune_epochs``). A ``cost_target`` > 0 (in the setup
     metric's unit: cycles or microjoules) searches to that cost: lambda starts at ``cost_weight`` (0.01
     if 0) and is adapted every step (:class:`odimo_moo.cost_target.CostTarget`), without the ramp.
+    ``deploy_format`` (with ``quantize``) trains as deployed: the layers that are not searched run in
+    their unit's data format in every phase, and the fine-tune folds BatchNorm into the layer before
+    it, so the reported accuracy is the integer export's; false keeps them float and BatchNorm apart.
     """
 
     warmup_epochs: int = 3
@@ -60,6 +63,7 @@ class Recipe:
     temperature_decay: float = 0.045
     gumbel: bool = False
     quantize: bool = True
+    deploy_format: bool = True
     finetune_from: str = "search"
     cost_target: float = 0.0
 
@@ -132,6 +136,7 @@ class Recipe:
                 "weight_decay": self.weight_decay, "optimizer": self.optimizer,
                 "lr_schedule": self.lr_schedule,
                 "parametrization": self.parametrization, "quantize": self.quantize,
+                "deploy_format": self.deploy_format,
                 "init": self.init}
 
     def as_dict(self) -> dict[str, Any]:

@@ -13,25 +13,20 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .assignment import SoftmaxAssignment, initial_counts, make_assignment
+from .deploy import FixedQuantizedLayer, fold_batchnorm, round_biases
 from .discrete_cost import CostTables, discrete_layer_cost
 from .errors import UsageError
+from .graph_patterns import input_is_non_negative, output_size
 from .layer_spec import LayerSpec, LayerTable
 from .quantizers import FLOAT
 from .soc import SoC
 from .split_layer import MaskMode, SplitLayer
 
 METRICS = ("latency", "energy")
-
-_RELU_MODULES = (nn.ReLU, nn.ReLU6)
-_RELU_FUNCTIONS = (F.relu, torch.relu, F.relu6)
-_SIGN_PRESERVING_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity,
-                            nn.Dropout)
-_SIGN_PRESERVING_FUNCTIONS = (torch.flatten, F.adaptive_avg_pool2d, F.avg_pool2d, F.max_pool2d)
 
 
 @dataclass(frozen=True)
@@ -41,37 +36,6 @@ class FixedLayer:
     name: str
     spec: LayerSpec
     unit: int
-
-
-def _input_is_non_negative(node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
-    """Whether the tensor feeding ``node`` comes out of a ReLU (possibly through pooling/flatten)."""
-    source = node.args[0] if node.args else None
-    while isinstance(source, fx.Node):
-        if source.op == "call_module":
-            module = modules[str(source.target)]
-            if isinstance(module, _RELU_MODULES):
-                return True
-            if not isinstance(module, _SIGN_PRESERVING_MODULES):
-                return False
-        elif source.op == "call_function":
-            if source.target in _RELU_FUNCTIONS:
-                return True
-            if source.target not in _SIGN_PRESERVING_FUNCTIONS:
-                return False
-        elif source.op == "call_method":
-            if source.target in ("relu", "relu_"):
-                return True
-            if source.target not in ("flatten", "view", "reshape"):
-                return False
-        else:
-            return False
-        source = source.args[0] if source.args else None
-    return False
-
-
-def _output_size(node: fx.Node) -> tuple[int, int]:
-    shape = node.meta["tensor_meta"].shape
-    return (int(shape[2]), int(shape[3])) if len(shape) == 4 else (1, 1)
 
 
 class ODiMO(nn.Module):
@@ -85,6 +49,9 @@ class ODiMO(nn.Module):
         init: ``"first"`` / ``"balanced"`` / ``"random"``, or a unit name to put every channel there.
         metric: the default cost of :attr:`cost` (``"latency"`` cycles or ``"energy"`` microjoules).
         quantize: use each unit's data format (False: float everywhere).
+        deploy_format: run the layers that are not searched in their unit's data format too (with
+            ``quantize``), so that with BatchNorm folded (:meth:`fold_batchnorm`) the network
+            computes what its integer export does.
         exclude: layer names (fx qualified names) or module types never to split.
         fold: run one op over mixed weights when the units' input formats agree
             (``None``: whenever possible; ``False``: always run every unit's branch).
@@ -95,7 +62,8 @@ class ODiMO(nn.Module):
     def __init__(self, model: nn.Module, soc: SoC, input_shape: Sequence[int], *,
                  parametrization: str = "thermometric", init: str = "first", metric: str = "latency",
                  quantize: bool = True, exclude: Sequence[str | type] = (), fold: bool | None = None,
-                 seed: int = 0, assignment_options: Mapping[str, Any] | None = None) -> None:
+                 seed: int = 0, assignment_options: Mapping[str, Any] | None = None,
+                 deploy_format: bool = False) -> None:
         super().__init__()
         if metric not in METRICS:
             raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
@@ -103,41 +71,24 @@ class ODiMO(nn.Module):
         self.metric = metric
         self.input_shape = tuple(int(d) for d in input_shape)
         generator = torch.Generator().manual_seed(seed)
-        graph_module = fx.symbolic_trace(copy.deepcopy(model))
-        was_training = graph_module.training
-        graph_module.eval()
-        try:
-            with torch.no_grad():
-                ShapeProp(graph_module).propagate(torch.zeros((1,) + self.input_shape))
-        except Exception as exc:
-            raise UsageError(f"{type(model).__name__} cannot run on inputs of shape {self.input_shape}: "
-                             f"{str(exc).splitlines()[0]}") from exc
-        graph_module.train(was_training)
-        modules = dict(graph_module.named_modules())
-        excluded_names = {e for e in exclude if isinstance(e, str)}
-        excluded_types = tuple(e for e in exclude if isinstance(e, type))
-        unknown = excluded_names - set(modules)
-        if unknown:
-            raise UsageError(f"cannot exclude unknown layer(s) {', '.join(sorted(unknown))}; "
-                             f"layer names look like {', '.join(list(modules)[1:4])}")
+        graph_module = self._trace(model)
         self.split_names: list[str] = []
         self.fixed_layers: list[FixedLayer] = []
-        for node in graph_module.graph.nodes:
-            if node.op != "call_module":
+        #: Fixed layers run in their unit's data format (``deploy_format``).
+        self.quantized_fixed_names: list[str] = []
+        modules = dict(graph_module.named_modules())
+        for node, module, spec, name, searched in self._candidate_layers(graph_module, exclude):
+            non_negative = input_is_non_negative(node, modules)
+            if not searched:
+                unit = soc.fixed_unit(spec)
+                self.fixed_layers.append(FixedLayer(name, spec, unit))
+                if deploy_format and quantize:
+                    graph_module.add_submodule(name, FixedQuantizedLayer(module, unit, soc.units[unit].data_format,
+                                                                         non_negative))
+                    self.quantized_fixed_names.append(name)
                 continue
-            module = modules[str(node.target)]
-            if not isinstance(module, (nn.Conv2d, nn.Linear)):
-                continue
-            name = str(node.target)
-            spec = LayerSpec.from_module(module, _output_size(node))
-            units = soc.supporting_units(spec)
-            splittable = len(units) >= 2 and (spec.groups == 1 or spec.is_depthwise)
-            if not splittable or name in excluded_names or isinstance(module, excluded_types):
-                self.fixed_layers.append(FixedLayer(name, spec, soc.fixed_unit(spec)))
-                continue
-            non_negative = _input_is_non_negative(node, modules)
-            split = self._make_split(module, spec, units, non_negative, parametrization, init, quantize,
-                                     fold, generator, assignment_options or {})
+            split = self._make_split(module, spec, soc.supporting_units(spec), non_negative, parametrization,
+                                     init, quantize, fold, generator, assignment_options or {})
             graph_module.add_submodule(name, split)
             self.split_names.append(name)
         graph_module.recompile()
@@ -148,6 +99,42 @@ class ODiMO(nn.Module):
         self.register_buffer("_cost_times", CostTables.compute_times(soc, split_table, allowed), persistent=False)
         self._fixed_costs = self._cost_of_fixed_layers()
         self._reference_costs = self._cost_on_default_units()
+
+    def _trace(self, model: nn.Module) -> fx.GraphModule:
+        """``model`` (copied) traced with torch.fx, every node's output shape recorded."""
+        graph_module = fx.symbolic_trace(copy.deepcopy(model))
+        was_training = graph_module.training
+        graph_module.eval()
+        try:
+            with torch.no_grad():
+                ShapeProp(graph_module).propagate(torch.zeros((1,) + self.input_shape))
+        except Exception as exc:
+            raise UsageError(f"{type(model).__name__} cannot run on inputs of shape {self.input_shape}: "
+                             f"{str(exc).splitlines()[0]}") from exc
+        graph_module.train(was_training)
+        return graph_module
+
+    def _candidate_layers(self, graph_module: fx.GraphModule, exclude: Sequence[str | type]
+                          ) -> list[tuple[fx.Node, nn.Module, LayerSpec, str, bool]]:
+        """Every Conv2d/Linear call: (node, module, spec, name, whether it is searched)."""
+        modules = dict(graph_module.named_modules())
+        excluded_names = {e for e in exclude if isinstance(e, str)}
+        excluded_types = tuple(e for e in exclude if isinstance(e, type))
+        unknown = excluded_names - set(modules)
+        if unknown:
+            raise UsageError(f"cannot exclude unknown layer(s) {', '.join(sorted(unknown))}; "
+                             f"layer names look like {', '.join(list(modules)[1:4])}")
+        layers = []
+        for node in graph_module.graph.nodes:
+            module = modules.get(str(node.target)) if node.op == "call_module" else None
+            if not isinstance(module, (nn.Conv2d, nn.Linear)):
+                continue
+            name = str(node.target)
+            spec = LayerSpec.from_module(module, output_size(node))
+            splittable = len(self.soc.supporting_units(spec)) >= 2 and (spec.groups == 1 or spec.is_depthwise)
+            searched = splittable and name not in excluded_names and not isinstance(module, excluded_types)
+            layers.append((node, module, spec, name, searched))
+        return layers
 
     def _make_split(self, module: nn.Module, spec: LayerSpec, units: Sequence[int], non_negative: bool,
                     parametrization: str, init: str, quantize: bool, fold: bool | None,
@@ -387,11 +374,24 @@ class ODiMO(nn.Module):
         return {name: {unit: len(channels) for unit, channels in per_unit.items()}
                 for name, per_unit in self.mapping().items()}
 
+    def fold_batchnorm(self, integer_bias: bool = True) -> list[str]:
+        """Fold every BatchNorm that directly follows a searched or fixed layer into it (running
+        statistics; see :func:`odimo_moo.deploy.fold_batchnorm`). With ``integer_bias`` every layer
+        with an integer unit then keeps its bias on the accumulator grid of the current mapping, as
+        the integer export stores it (:func:`odimo_moo.deploy.round_biases`). Returns the folded
+        BatchNorms."""
+        names = self.split_names + [fixed.name for fixed in self.fixed_layers]
+        folded = fold_batchnorm(self.model, {name: self.model.get_submodule(name) for name in names})
+        if integer_bias:
+            round_biases({name: self.model.get_submodule(name) for name in names})
+        return folded
+
     @torch.no_grad()
     def export(self) -> fx.GraphModule:
-        """A plain network: each split layer replaced by per-unit sub-layers holding their channels."""
+        """A plain network: each split layer replaced by per-unit sub-layers holding their channels
+        (and each fixed layer in its unit's format by its one unit's sub-layer)."""
         exported = copy.deepcopy(self.model)
-        for name in self.split_names:
+        for name in self.split_names + self.quantized_fixed_names:
             split = exported.get_submodule(name)
             exported.add_submodule(name, split.export())
         exported.recompile()

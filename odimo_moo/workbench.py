@@ -148,7 +148,8 @@ class Workbench:
             options = {"gumbel": recipe.gumbel, "temperature": recipe.temperature}
         model = ODiMO(self.base_model(), self.soc, self.input_shape, parametrization=recipe.parametrization,
                       init=recipe.init, metric=self.setup.metric, quantize=recipe.quantize,
-                      exclude=self.setup.exclude, seed=self.setup.seed, assignment_options=options)
+                      exclude=self.setup.exclude, seed=self.setup.seed, assignment_options=options,
+                      deploy_format=recipe.deploy_format)
         return model.to(self.device)
 
     def run_key(self, recipe: Recipe, **extra: Any) -> str:
@@ -223,6 +224,8 @@ class Workbench:
             model.load_state_dict(self.supernet(recipe).state_dict())
             for name, layer in model.split_layers():
                 layer.fix(mapping[name])
+        if recipe.deploy_format and recipe.quantize:
+            model.fold_batchnorm()  # trained as deployed: the export folds BatchNorm, so the fine-tune does
         runner = self.runner(model, recipe, workdir / "checkpoints",
                              fingerprint=self.run_key(recipe, mapping=model.mapping()))
         runner.history = list(history or [])

@@ -1,0 +1,185 @@
+"""Training as deployed: layers that are not searched run in their unit's data format, and BatchNorm
+is folded into the layer before it, so the trained network computes what its integer export does.
+
+:class:`FixedQuantizedLayer` wraps a fixed Conv2d/Linear with its unit's weight and input
+quantizers and exports as a one-unit :class:`~odimo_moo.split_layer.ExportedSplit` (tagged and
+integer in the QDQ model like a searched layer's sub-layers). :func:`fold_batchnorm` folds, with
+the running statistics, every BatchNorm that reads only a searched or fixed layer's output.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import partial
+from typing import Callable, Mapping
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .alternatives import run_dense_quantized
+from .graph_patterns import batchnorms_after
+from .quantizers import (DataFormat, PowerOfTwoActivationQuantizer, freeze, integer_weight,
+                         scale_weight_channels)
+from .split_layer import ExportedBranch, ExportedSplit, SplitLayer
+
+
+class FixedQuantizedLayer(nn.Module):
+    """A layer that is not searched, in its unit's data format: ``layer(q_in(x))`` with the weight
+    through the unit's weight quantizer (the layer keeps its float weight, as a searched one does)."""
+
+    def __init__(self, layer: nn.Module, unit_index: int, data_format: DataFormat, non_negative: bool) -> None:
+        super().__init__()
+        self.layer = layer
+        self.unit_index = unit_index
+        self.weight_quantizer = data_format.weight_quantizer(layer.weight.shape[0])
+        self.input_quantizer = data_format.activation_quantizer(signed=not non_negative)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight_quantizer(self.layer.weight)
+        return run_dense_quantized(self.layer, x, self.input_quantizer, weight, self.layer.bias)
+
+    @torch.no_grad()
+    def scale_output_channels(self, scale: torch.Tensor) -> None:
+        """See :meth:`odimo_moo.alternatives.Alternative.scale_output_channels` (the layer's own
+        weight is scaled by the caller)."""
+        scale_weight_channels(self.weight_quantizer, scale)
+
+    @torch.no_grad()
+    def accumulator_scales(self) -> torch.Tensor:
+        """Per output channel, input step x weight scale (NaN: no integer bias, see :func:`_input_step`)."""
+        weight = self.layer.weight
+        step, integer = _input_step(self.input_quantizer), integer_weight(self.weight_quantizer, weight)
+        if step is None or integer is None:
+            return torch.full((weight.shape[0],), float("nan"), dtype=weight.dtype, device=weight.device)
+        return (integer.scale.to(weight.dtype) * step).expand(weight.shape[0])
+
+    @torch.no_grad()
+    def export(self) -> ExportedSplit:
+        """The layer as one unit's sub-layer producing every channel (quantized weight, frozen input grid)."""
+        sub = copy.deepcopy(self.layer)
+        if parametrize.is_parametrized(sub):
+            parametrize.remove_parametrizations(sub, "bias")  # keeps the rounded bias, plain
+        sub.weight.copy_(self.weight_quantizer(self.layer.weight))
+        weight = integer_weight(self.weight_quantizer, self.layer.weight)
+        channels = torch.arange(sub.weight.shape[0], device=sub.weight.device)
+        branch = ExportedBranch(self.unit_index, freeze(self.input_quantizer), sub, channels,
+                                "float" if weight is None else weight.kind, weight)
+        return ExportedSplit([branch], channels)
+
+
+def _input_step(quantizer: nn.Module) -> torch.Tensor | None:
+    """The step of a power-of-two activation grid (None: another input format).
+
+    Only there is a bias on the accumulator grid safe to train with: elsewhere (``clip / levels``
+    steps) the accumulator grid is a power of two times the next layer's step, so many values would
+    sit exactly on a rounding tie that float rounding (summation order) decides differently in each
+    runtime; the float bias avoids the ties and rounds by at most half an accumulator unit at export.
+    """
+    if not isinstance(quantizer, PowerOfTwoActivationQuantizer):
+        return None
+    return quantizer.grid(quantizer.log2_clip.detach(), quantizer.levels)[1]
+
+
+@torch.no_grad()
+def split_accumulator_scales(split: SplitLayer) -> torch.Tensor:
+    """Per output channel of a searched layer, its unit's accumulator scale under the current hard
+    mapping: input step x weight scale (NaN: no integer bias, see :func:`_input_step`)."""
+    weight = split.layer.weight
+    units = split.units_of_channels()
+    everything = torch.arange(split.channels, device=weight.device)
+    scales = torch.full((split.channels,), float("nan"), dtype=weight.dtype, device=weight.device)
+    for k, alternative in enumerate(split.alternatives):
+        step = _input_step(split.input_quantizers[0 if split.fold else k])
+        integer = alternative.export_integer_weight(weight, everything)
+        if step is not None and integer is not None:
+            unit_scales = (integer.scale.to(weight.dtype) * step).expand(split.channels)
+            scales = torch.where(units == k, unit_scales, scales)
+    return scales
+
+
+class IntegerBias(nn.Module):
+    """Parametrization of a layer's bias: each output channel rounded (straight-through) to its
+    accumulator grid ``scales()`` (NaN: left float), the int32 bias the integer export stores."""
+
+    def __init__(self, scales: Callable[[], torch.Tensor]) -> None:
+        super().__init__()
+        self.scales = scales
+
+    def forward(self, bias: torch.Tensor) -> torch.Tensor:
+        scales = self.scales().to(bias.dtype)
+        rounded = torch.where(torch.isnan(scales), bias, torch.round(bias / scales) * scales)
+        return bias + (rounded - bias).detach()
+
+
+def _integer_bias_scales(module: nn.Module) -> Callable[[], torch.Tensor] | None:
+    """The accumulator scales of a searched or fixed layer with an integer unit (None otherwise)."""
+    if isinstance(module, SplitLayer):
+        scales: Callable[[], torch.Tensor] = partial(split_accumulator_scales, module)
+    elif isinstance(module, FixedQuantizedLayer):
+        scales = module.accumulator_scales
+    else:
+        return None
+    return scales if bool(torch.isfinite(scales()).any()) else None
+
+
+def round_biases(layers: Mapping[str, nn.Module]) -> list[str]:
+    """Keep the bias of every layer (searched or fixed) with an integer unit reading a power-of-two
+    grid on its accumulator grid from now on (:class:`IntegerBias`), as the integer export stores it.
+    Returns those layers."""
+    rounded = []
+    for name, module in layers.items():
+        layer, scales = _weighted_layer(module), _integer_bias_scales(module)
+        if scales is not None and layer.bias is not None and not parametrize.is_parametrized(layer, "bias"):
+            parametrize.register_parametrization(layer, "bias", IntegerBias(scales))
+            rounded.append(name)
+    return rounded
+
+
+def _weighted_layer(module: nn.Module) -> nn.Module:
+    """The Conv2d/Linear holding the weight and bias a BatchNorm after ``module`` folds into."""
+    return module.layer if isinstance(module, (SplitLayer, FixedQuantizedLayer)) else module
+
+
+@torch.no_grad()
+def _fold_into(module: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> None:
+    """``y -> y * scale + shift`` per output channel, moved into ``module``'s weight and bias."""
+    layer = _weighted_layer(module)
+    weight = layer.weight
+    weight.mul_(scale.view((-1,) + (1,) * (weight.dim() - 1)).to(weight.dtype))
+    if layer.bias is None:
+        layer.bias = nn.Parameter(shift.to(weight.dtype).clone())
+    else:
+        layer.bias.mul_(scale.to(weight.dtype)).add_(shift.to(weight.dtype))
+    if isinstance(module, SplitLayer):
+        for alternative in module.alternatives:
+            alternative.scale_output_channels(scale)
+    elif isinstance(module, FixedQuantizedLayer):
+        module.scale_output_channels(scale)
+
+
+@torch.no_grad()
+def fold_batchnorm(graph_module: fx.GraphModule, layers: Mapping[str, nn.Module]) -> list[str]:
+    """Fold every BatchNorm that reads only the output of one of ``layers`` (name -> module of
+    ``graph_module``) into that layer, with its running statistics, and remove it from the graph.
+
+    The network computes the same function in eval mode (up to float rounding); BatchNorm no longer
+    normalizes by batch statistics in training. Returns the folded BatchNorms' names.
+    """
+    folded = []
+    for name, node in list(batchnorms_after(graph_module, set(layers))):
+        norm = graph_module.get_submodule(str(node.target))
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight
+        shift = -norm.running_mean * scale
+        if norm.bias is not None:
+            shift = shift + norm.bias
+        _fold_into(layers[name], scale, shift)
+        node.replace_all_uses_with(node.args[0])
+        graph_module.graph.erase_node(node)
+        graph_module.delete_submodule(str(node.target))
+        folded.append(str(node.target))
+    graph_module.recompile()
+    return folded
