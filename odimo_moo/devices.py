@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when available; asking for CUDA on a machine without it is a usage error."""
+    import torch  # here, so that the study schema can read DEVICES without importing torch
+
     if name not in DEVICES:
         raise UsageError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
     if name == "auto":

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any, Callable
+from typing import Any
 
+from ..devices import DEVICES
 from ..study.config import packaged_studies
+from ..study.drivers import DRIVERS
 from .common import run_printing_json, thread_count
 
 
@@ -43,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--storage", default=None, metavar="URL",
                         help="Optuna storage: a SQLAlchemy URL, or a journal file (PATH.log, PATH.journal or "
                              "journal:///PATH) (default: sqlite:///<out>/study.db)")
-    parser.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"),
+    parser.add_argument("--device", default=None, choices=DEVICES,
                         help="device for training (default: the study's, auto)")
     parser.add_argument("--threads", type=thread_count, default=None, metavar="N",
                         help="PyTorch CPU threads (default: the study's threads key; 1 in the packaged studies)")
@@ -53,22 +55,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="print a JSON summary on stdout (study, trials, fronts, files); everything else "
                              "goes to stderr")
     parser.set_defaults(handler=run)
-
-
-def _run_optuna(config: Any, progress: bool) -> Any:
-    from ..study.optuna_driver import run_optuna
-
-    return run_optuna(config, progress)
-
-
-def _run_pymoo(config: Any, progress: bool) -> Any:
-    from ..study.pymoo_driver import run_pymoo
-
-    return run_pymoo(config, progress)
-
-
-# Each driver's module is imported only when a study uses it.
-DRIVERS: dict[str, Callable[[Any, bool], Any]] = {"optuna": _run_optuna, "pymoo": _run_pymoo}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -134,7 +120,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     atomic_write_bytes(config.out / "study.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
     _announce(config)
     with storage_failures(config.storage, config.heartbeat.grace):
-        result = DRIVERS[config.driver](config, progress=not args.no_progress)
+        result = DRIVERS[config.driver].run(config, not args.no_progress)
         trials = result.study.get_trials(deepcopy=False)
     finished = Ledger.of(trials, config.driver).finished
     states = [t.state.name for t in trials]

@@ -20,7 +20,7 @@ BOUNDS = ("max", "min")
 
 
 class ProblemLog(Protocol):
-    """Where validation records a problem (``config._Problems``)."""
+    """Where validation records a problem (:class:`.problems.Problems`)."""
 
     def add(self, path: str, message: str) -> None: ...
 

@@ -24,7 +24,7 @@ from ..checkpoint import guarded_writes
 from ..training import Diverged
 from .artifact_store import MAPPING_PLOT, open_store, trial_files, upload_trial_files
 from .attempt import Fence, TrialTakenOver, storage_errors
-from .config import StudyConfig
+from .schema import StudyConfig
 from .constraints import is_feasible, violations
 from .ledger import DIVERGED, DRIVER, ERROR, FAILURE, INTERRUPTED, SURPLUS, Ledger, work_number
 from .space import suggest

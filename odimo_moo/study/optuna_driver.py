@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from ..training import Diverged
 from .attempt import run_attempt
-from .config import SamplerSpec, StudyConfig
+from .drivers import sampler_class
+from .schema import SamplerSpec, StudyConfig
 from .ledger import DRIVER, Ledger
 from .objective import FIXED, DriverRun, Objective, SurplusTrial, artifact_store_of
 from .space import split_enqueued
@@ -25,17 +26,9 @@ from .storage import fail_stale, open_storage, open_study, quiet_optuna
 from .trial_runner import TrialRunner
 
 NAME = "optuna"
-SAMPLERS = {
-    "tpe": optuna.samplers.TPESampler,
-    "nsga2": optuna.samplers.NSGAIISampler,
-    "random": optuna.samplers.RandomSampler,
-    "gp": optuna.samplers.GPSampler,
-}
-
-
 def make_sampler(spec: SamplerSpec, seed: int) -> optuna.samplers.BaseSampler:
     """The configured sampler, seeded."""
-    return SAMPLERS[spec.name](seed=seed, **spec.settings)
+    return sampler_class(NAME, spec.name)(seed=seed, **spec.settings)
 
 
 def enqueue_points(study: optuna.Study, config: StudyConfig) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from ..checkpoint import atomic_write_json
 from ..errors import UsageError
 from ..result_files import read_json_file
-from .config import StudyConfig
+from .schema import StudyConfig
 from .storage_url import sqlite_path
 
 OWNER_FILE = "study-identity.json"

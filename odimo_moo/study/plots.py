@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from .config import COST_FIELDS  # noqa: E402
+from ..strategy import COST_FIELDS  # noqa: E402
 from .report import COST_LABELS, StudyReport, TrialRow, front_of  # noqa: E402
 
 MARKERS = ("o", "^", "s", "D", "v", "P")

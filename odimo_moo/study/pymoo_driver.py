@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ..errors import UsageError
 from ..training import Diverged
 from .attempt import run_attempt
-from .config import StudyConfig
+from .schema import StudyConfig
 from .constraints import violations
 from .ledger import DIVERGED, DRIVER, FAILURE, Ledger
 from .objective import FIXED, DriverRun, Objective, artifact_store_of

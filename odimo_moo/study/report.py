@@ -23,8 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..checkpoint import atomic_write_bytes, atomic_write_json
 from ..errors import RunFailure, UsageError
 from ..pareto import ReferencePoint, default_reference, hypervolume, pareto_mask
-from ..strategy import Outcome
-from .config import COST_FIELDS
+from ..strategy import COST_FIELDS, Outcome
 from .constraints import Constraint, from_spec, is_feasible, to_spec, violations
 from .ledger import ERROR, FAILURE, SURPLUS, driver_of, work_number
 from .storage import CONFIG_ATTR

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import optuna
 
-from .config import Choice, Param
+from .schema import Choice, Param
 
 
 def suggest(trial: optuna.Trial, space: Sequence[Param], fixed: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from ..errors import RunFailure, UsageError
-from .config import Heartbeat, StudyConfig
+from .schema import Heartbeat, StudyConfig
 from .ownership import differences
 from .storage_url import journal_path, local_file, sqlite_path
 from .workers import fail_dead_local_trials

@@ -10,9 +10,9 @@ from typing import Any, Mapping
 from ..commands.common import apply_threads
 from ..errors import RunFailure
 from ..registry import PluginRegistry, pick
-from ..strategy import Outcome, Strategy
+from ..strategy import COST_FIELDS, Outcome, Strategy
 from ..workbench import Workbench
-from .config import COST_FIELDS, StudyConfig
+from .schema import StudyConfig
 
 
 @dataclass(frozen=True)
