@@ -95,7 +95,7 @@ class StudyConfig:
     name: str = setting("study name, no '/'", default="study", kind=str, default_doc="the file's stem")
     soc: str = setting("registered SoC (`odimo plugins`)", kind=str, required=True)
     model: str = setting("registered model", kind=str, required=True)
-    dataset: str = setting("dataset (digits, mnist, fashion_mnist, cifar10, cifar100, imagefolder, imagenet)",
+    dataset: str = setting("dataset name, a key of `odimo_moo.data.DATASETS`",
                            kind=str, required=True)
     data_root: str | None = setting("folder holding the dataset files", default=None, kind=str)
     data_limit: int | None = setting("cap each split at this many samples", default=None, kind=int, minimum=1,
@@ -115,7 +115,7 @@ class StudyConfig:
         "parameters the outer loop searches: [low, high], {low, high, log} or {choices: [...]}",
         required=True, identity=True, dump=space_spec)
     driver: str = setting("outer loop", default="optuna", kind=str, choices=tuple(DRIVERS))
-    sampler: SamplerSpec = setting("sampler name, or {name, settings} (see below)",
+    sampler: SamplerSpec = setting("sampler name, or {name, settings}: Samplers below",
                                    default_factory=lambda: SamplerSpec("tpe"), dump=SamplerSpec.to_spec,
                                    default_doc="the driver's first sampler")
     enqueue: tuple[dict[str, Any], ...] = setting("points of the search space tried first", default=())
@@ -128,8 +128,8 @@ class StudyConfig:
     threads: int | None = setting("PyTorch CPU threads (null: PyTorch's default)", default=None, kind=int,
                                   minimum=1, note=" (or null for PyTorch's default)")
     plugins: tuple[str, ...] = setting("plugin modules or files to load", default=())
-    heartbeat: Heartbeat = setting("trial heartbeat (see below)", default_factory=Heartbeat,
-                                   dump=dataclasses.asdict)
+    heartbeat: Heartbeat = setting("trial heartbeat: heartbeat.* below", default_factory=Heartbeat,
+                                   dump=dataclasses.asdict, default_doc="heartbeat.* below")
     constraints: tuple[Constraint, ...] = setting("bounds on latency_cycles, energy_uj or val_accuracy, "
                                                   "e.g. {latency_cycles: {max: 20000}}", default=(),
                                                   identity=True, identity_when_empty=False,

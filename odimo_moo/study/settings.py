@@ -26,8 +26,9 @@ class Setting:
     ``kind`` is the scalar type checked by :func:`read_scalar` (None: the key has its own parser);
     ``minimum``/``maximum`` bound it (``open_bounds``: both ends excluded; ``note`` follows ">= N" in
     the message); ``choices`` lists its values; ``identity``: part of the problem a study's trials
-    must agree on (``identity_when_empty=False``: only when the value is not empty); ``dump`` turns the value into its YAML form (default :func:`plain`);
-    ``default_doc`` describes a default that is derived from other keys.
+    must agree on (``identity_when_empty=False``: only when the value is not empty); ``dump`` turns
+    the value into its YAML form (default :func:`plain`); ``default_doc`` describes a default that
+    is derived from other keys.
     """
 
     help: str
