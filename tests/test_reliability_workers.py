@@ -29,6 +29,8 @@ from odimo_moo.cli import main
 from odimo_moo.hookspecs import hookimpl
 from odimo_moo.strategy import Outcome, Strategy
 
+from test_reliability_faults import fill, small_disk  # noqa: F401 - small_disk is a fixture
+
 THIS = str(Path(__file__).resolve())
 POSTGRES = os.environ.get("ODIMO_TEST_POSTGRES_URL")
 TIMEOUT_S = 120
@@ -94,7 +96,9 @@ def _config(tmp_path: Path, **changes: Any) -> Path:
 
 
 def _worker(config: Path, log: Path, extra_env: Mapping[str, str] | None = None) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    # the worker imports this file as a plugin, and with it its test imports
+    path = os.pathsep.join(filter(None, [str(Path(THIS).parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(extra_env or {})}
     env.pop("ODIMO_DEBUG", None)
     command = [sys.executable, "-m", "odimo_moo.cli", "run", str(config), "--no-progress", "--no-report"]
     return subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
@@ -230,3 +234,26 @@ def test_a_corrupt_checkpoint_is_reported_as_the_error_it_is(tmp_path, monkeypat
     failed = next(line for line in out.splitlines() if "failed trial(s)" in line)
     assert failed.startswith("3 failed trial(s): 0 (interrupted), 1 (error: RunFailure: checkpoint "), failed
     assert "stopped" not in failed and failed.count("is unreadable") == 2
+
+
+def test_the_disk_under_a_sqlite_study_filling_up_mid_trial(small_disk, tmp_path):
+    """The default layout (study.db and the trial folders in one output folder) on a 16 MiB tmpfs that
+    another job fills during the first trial: one line, exit 1, no thread traceback; once space is
+    freed the next run retries the trial in its folder and completes it."""
+    out = small_disk / "out"
+    config = _config(tmp_path, out=str(out), training={"steps": 40, "step_s": 0.1})
+    worker = _worker(config, tmp_path / "w.log")
+    _wait_for(lambda: (out / "trials" / "0" / "progress.json").is_file(), "the first step", worker,
+              tmp_path / "w.log")
+    filler = fill(small_disk)
+    assert _finish([worker]) == [1]
+    log = (tmp_path / "w.log").read_text()
+    assert "Traceback" not in log and "Exception in thread" not in log and "internal error" not in log, log
+    errors = [line for line in log.splitlines() if line.startswith("odimo run: error: ")]
+    assert len(errors) == 1 and errors[0] == log.splitlines()[-1], log
+    assert "No space left on device" in errors[0] or "database or disk is full" in errors[0], log
+    filler.unlink()
+    assert main(["run", str(config), "--no-progress", "--no-report"]) == 0
+    trials = optuna.load_study(study_name="workers", storage=f"sqlite:///{out / 'study.db'}").trials
+    assert [t.state for t in trials][-1] == TrialState.COMPLETE
+    assert {t.user_attrs.get("work_dir") for t in trials if t.state == TrialState.COMPLETE} == {str(out / "trials" / "0")}
