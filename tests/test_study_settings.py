@@ -3,6 +3,7 @@ declarations, and each sampler's declared settings are arguments of the class th
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from odimo_moo.study.config import validate
 from odimo_moo.study.drivers import DRIVERS, sampler_class
 from odimo_moo.study.optuna_driver import make_sampler
 from odimo_moo.study.schema import TOP_LEVEL_KEYS, SamplerSpec, StudyConfig
-from odimo_moo.study.settings import declared
+from odimo_moo.study.settings import declared, default_of
 from odimo_moo.study.settings_doc import settings_markdown
 
 from test_study_config import BASE, _problems, _with
@@ -83,3 +84,33 @@ def test_declared_sampler_settings_are_constructor_arguments(driver, name):
 def test_every_optuna_sampler_is_built_by_its_class(name):
     sampler = make_sampler(SamplerSpec(name), seed=0)
     assert type(sampler) is sampler_class("optuna", name)
+
+
+def test_study_keys_shared_with_setup_have_its_declaration_and_default():
+    from odimo_moo.setup_settings import SETUP_SETTINGS
+    from odimo_moo.workbench import Setup
+
+    setup_defaults = {f.name: f.default for f in dataclasses.fields(Setup)}
+    shared = [(f, rule) for f, rule in declared(StudyConfig) if f.name in SETUP_SETTINGS]
+    assert {f.name for f, _ in shared} == set(SETUP_SETTINGS) - {"metric", "progress"}
+    for field, rule in shared:
+        assert (rule.kind, rule.minimum, rule.maximum, rule.choices) == \
+            (SETUP_SETTINGS[field.name].kind, SETUP_SETTINGS[field.name].minimum,
+             SETUP_SETTINGS[field.name].maximum, SETUP_SETTINGS[field.name].choices), field.name
+        if not rule.required:
+            assert default_of(field) == setup_defaults[field.name], field.name
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data-limit", "0"], "argument --data-limit: must be >= 1 sample per split, got 0"),
+    (["--val-fraction", "1"], "argument --val-fraction: must be in (0, 1), got 1.0"),
+    (["--image-size", "x"], "argument --image-size: invalid int value: 'x'"),
+    (["--metric", "area"], "argument --metric: invalid choice: 'area'"),
+])
+def test_search_options_follow_the_declared_bounds(capsys, argv, message):
+    from odimo_moo.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["search", *argv])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err

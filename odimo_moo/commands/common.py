@@ -4,9 +4,10 @@
 uses: it changes how fast, not what, is trained, so it is a plain option and not a Setup field.
 
 The problem instance (:class:`odimo_moo.workbench.Setup`) comes from the command line through ONE
-pair of functions: :func:`add_setup_options` defines an option for every Setup field (and refuses to
-build a parser that misses one), :func:`build_setup` reads them back, driven by
-``dataclasses.fields(Setup)``, so a new Setup field reaches every command or breaks them all loudly.
+pair of functions: :func:`add_setup_options` defines an option for every Setup field from its
+declaration in :mod:`odimo_moo.setup_settings` (and refuses to build a parser that misses one),
+:func:`build_setup` reads them back, driven by ``dataclasses.fields(Setup)``, so a new Setup field
+reaches every command or breaks them all loudly.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..errors import UsageError
+from ..setup_settings import SETUP_SETTINGS
+from ..study.problems import Problems
+from ..study.settings import Setting, check_bounds
 from ..yaml_loader import InvalidYaml, parse_yaml
 
 if TYPE_CHECKING:
@@ -68,49 +72,58 @@ def _defaults() -> dict[str, Any]:
     return {f.name: f.default for f in _setup_fields()}
 
 
+def _argument_type(rule: Setting) -> Callable[[str], Any]:
+    """The argparse type of a numeric setting: its kind, within its declared bounds."""
+    bounds = dataclasses.replace(rule, choices=())
+
+    def convert(text: str) -> Any:
+        value = rule.kind(text)  # a ValueError becomes argparse's "invalid int value: ..."
+        problems = Problems()
+        check_bounds(value, "", bounds, problems)
+        if problems.lines:
+            raise argparse.ArgumentTypeError(problems.lines[0].removeprefix(": "))
+        return value
+
+    convert.__name__ = rule.kind.__name__
+    return convert
+
+
+def _option(name: str, rule: Setting, default: Any) -> tuple[str, dict[str, Any]]:
+    """The flag and argparse options of Setup field ``name``, from its declaration."""
+    flag = "--" + name.replace("_", "-")
+    if rule.kind is bool and default:
+        return "--no-" + flag[2:], {"action": "store_true", "default": False, "help": f"without {rule.help}"}
+    if rule.kind is bool:
+        return flag, {"action": "store_true", "default": default, "help": rule.help}
+    if rule.kind is None:
+        return flag, {"action": "append", "default": list(default), "metavar": "NAME", "help": rule.help}
+    options = {"default": default, "choices": rule.choices or None,
+               "help": rule.help if default is None else f"{rule.help} (default {default})"}
+    if rule.kind in (int, float):
+        options["type"] = _argument_type(rule)
+    return flag, options
+
+
 def add_setup_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
-    """Options defining the problem instance, one per :class:`~odimo_moo.workbench.Setup` field.
+    """Options defining the problem instance, one per :class:`~odimo_moo.workbench.Setup` field, built
+    from its declaration (:data:`~odimo_moo.setup_settings.SETUP_SETTINGS`) and Setup's default.
 
     With ``defaults=False`` an option that is not given stays out of the parsed namespace, so that
     :func:`build_setup` can take the value from a preset instead. Raises ``RuntimeError`` (a bug, found
     by every CLI test) if a Setup field has no option.
     """
-    from ..devices import DEVICES
-    from ..searchable import METRICS
-
-    field_defaults = _defaults()
     dests = {"plugin"}  # the top-level --plugin option of `odimo`
-
-    def add(*flags: str, **options: Any) -> None:
+    for field in _setup_fields():
+        if field.name not in SETUP_SETTINGS or SETUP_DESTS.get(field.name, (field.name,))[0] in dests:
+            continue
+        flag, options = _option(field.name, SETUP_SETTINGS[field.name], field.default)
         if not defaults:
             options["default"] = argparse.SUPPRESS
-        dests.add(parser.add_argument(*flags, **options).dest)
-
-    add("--soc", default=field_defaults["soc"],
-        help=f"registered SoC name (see `odimo plugins`; default {field_defaults['soc']})")
-    add("--model", default=field_defaults["model"], help=f"registered model name (default {field_defaults['model']})")
-    add("--dataset", default=field_defaults["dataset"],
-        help="digits (embedded, the default), mnist, fashion_mnist, cifar10, cifar100, imagefolder, imagenet")
-    add("--data-root", default=field_defaults["data_root"], help="folder holding the dataset files")
-    add("--download", action="store_true", default=field_defaults["download"],
-        help="download the dataset if missing (needs network)")
-    add("--data-limit", type=int, default=field_defaults["data_limit"], help="cap each split at this many samples")
-    add("--image-size", type=int, default=field_defaults["image_size"],
-        help="input resolution for datasets that take one (digits: upsampled from 8; imagenet)")
-    add("--val-fraction", type=float, default=field_defaults["val_fraction"],
-        help=f"fraction of the training data held out for validation (default {field_defaults['val_fraction']})")
-    add("--metric", choices=METRICS, default=field_defaults["metric"],
-        help=f"cost in the loss (default {field_defaults['metric']})")
-    add("--seed", type=int, default=field_defaults["seed"],
-        help=f"seed of data splits, initialisation and search (default {field_defaults['seed']})")
-    add("--device", choices=DEVICES, default=field_defaults["device"], help=f"default {field_defaults['device']}")
-    add("--exclude", action="append", default=list(field_defaults["exclude"]), metavar="LAYER",
-        help="layer name (fx qualified name) never to split; repeatable")
-    add("--no-progress", action="store_true", default=not field_defaults["progress"], help="hide progress bars")
+        dests.add(parser.add_argument(flag, **options).dest)
     forgotten = [name for name in setup_fields() if SETUP_DESTS.get(name, (name,))[0] not in dests]
     if forgotten:
-        raise RuntimeError(f"Setup field(s) {', '.join(forgotten)} have no command-line option: add one to "
-                           f"add_setup_options (and to SETUP_DESTS if its dest differs)")
+        raise RuntimeError(f"Setup field(s) {', '.join(forgotten)} have no command-line option: declare "
+                           f"them in setup_settings.SETUP_SETTINGS (and in SETUP_DESTS if the dest differs)")
 
 
 def setup_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -135,7 +148,7 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
             raise UsageError(f"setup option {name}={value!r} must be a list of names")
         return tuple(items)
-    kind = bool if "bool" in annotation else int if "int" in annotation else float if "float" in annotation else str
+    kind = SETUP_SETTINGS[name].kind
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

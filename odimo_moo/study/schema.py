@@ -9,15 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from ..devices import DEVICES
+from ..setup_settings import METRIC_NAMES, SETUP_SETTINGS
 from ..strategy import COST_FIELDS
 from . import constraints as constraint_rules
 from .constraints import Constraint
 from .drivers import DRIVERS
-from .settings import declared, dump, keys_of, setting
+from .settings import declared, dump, from_rule, keys_of, setting
 
-#: The cost metrics a study may minimise, in the order of :data:`~odimo_moo.strategy.COST_FIELDS`.
-METRIC_NAMES = tuple(COST_FIELDS)
+SETUP = SETUP_SETTINGS  # the study keys of the same names as Setup's fields share their declarations
 
 
 @dataclass(frozen=True)
@@ -93,19 +92,15 @@ class StudyConfig:
     (:mod:`.storage_url`); ``artifacts`` is the folder of the Optuna artifact store (None: off)."""
 
     name: str = setting("study name, no '/'", default="study", kind=str, default_doc="the file's stem")
-    soc: str = setting("registered SoC (`odimo plugins`)", kind=str, required=True)
-    model: str = setting("registered model", kind=str, required=True)
-    dataset: str = setting("dataset name, a key of `odimo_moo.data.DATASETS`",
-                           kind=str, required=True)
-    data_root: str | None = setting("folder holding the dataset files", default=None, kind=str)
-    data_limit: int | None = setting("cap each split at this many samples", default=None, kind=int, minimum=1,
-                                     note=" sample per split")
-    image_size: int | None = setting("input resolution, for datasets that take one", default=None, kind=int,
-                                     minimum=1, note=" pixel")
-    download: bool = setting("download the dataset if missing", default=False, kind=bool)
-    val_fraction: float = setting("fraction of the training data held out for validation", default=0.1,
-                                  kind=float, minimum=0, maximum=1, open_bounds=True)
-    exclude: tuple[str, ...] = setting("layers (fx qualified names) never to split", default=())
+    soc: str = from_rule(SETUP["soc"], required=True)
+    model: str = from_rule(SETUP["model"], required=True)
+    dataset: str = from_rule(SETUP["dataset"], required=True)
+    data_root: str | None = from_rule(SETUP["data_root"], default=None)
+    data_limit: int | None = from_rule(SETUP["data_limit"], default=None)
+    image_size: int | None = from_rule(SETUP["image_size"], default=None)
+    download: bool = from_rule(SETUP["download"], default=False)
+    val_fraction: float = from_rule(SETUP["val_fraction"], default=0.1)
+    exclude: tuple[str, ...] = from_rule(SETUP["exclude"], default=())
     metrics: tuple[str, ...] = setting("cost metrics to minimise; the first is the cost in the loss",
                                        default=("latency",), choices=METRIC_NAMES, identity=True)
     strategy: str = setting("registered strategy", default="odimo", kind=str, identity=True)
@@ -123,11 +118,11 @@ class StudyConfig:
     storage: str = setting("Optuna storage: SQLAlchemy URL or journal file",
                            default_doc="sqlite:///<out>/study.db")
     out: Path = setting("output folder", default_doc="runs/<name>")
-    seed: int = setting("seed of data splits, initialisation, search and sampler", default=0, kind=int)
-    device: str = setting("device for training", default="auto", kind=str, choices=DEVICES)
+    seed: int = from_rule(SETUP["seed"], default=0, help="seed of data splits, initialisation, search and sampler")
+    device: str = from_rule(SETUP["device"], default="auto")
     threads: int | None = setting("PyTorch CPU threads (null: PyTorch's default)", default=None, kind=int,
                                   minimum=1, note=" (or null for PyTorch's default)")
-    plugins: tuple[str, ...] = setting("plugin modules or files to load", default=())
+    plugins: tuple[str, ...] = from_rule(SETUP["plugins"], default=())
     heartbeat: Heartbeat = setting("trial heartbeat: heartbeat.* below", default_factory=Heartbeat,
                                    dump=dataclasses.asdict, default_doc="heartbeat.* below")
     constraints: tuple[Constraint, ...] = setting("bounds on latency_cycles, energy_uj or val_accuracy, "

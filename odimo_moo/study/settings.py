@@ -48,8 +48,14 @@ class Setting:
 def setting(help: str, *, default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING,
             **rules: Any) -> Any:
     """A dataclass field declared with its :class:`Setting` (``rules`` are its other attributes)."""
+    return from_rule(Setting(help, **rules), default=default, default_factory=default_factory)
+
+
+def from_rule(rule: Setting, *, default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING,
+              **changes: Any) -> Any:
+    """A dataclass field declared with an existing :class:`Setting` (``changes`` replace its attributes)."""
     return dataclasses.field(default=default, default_factory=default_factory,
-                             metadata={METADATA_KEY: Setting(help, **rules)})
+                             metadata={METADATA_KEY: dataclasses.replace(rule, **changes)})
 
 
 def declared(cls: type) -> list[tuple[dataclasses.Field, Setting]]:

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import UsageError
+from ..setup_settings import METRIC_NAMES
 from . import constraints as constraint_rules
 from . import storage_url
 from .drivers import DRIVERS
 from .problems import Problems, mapping, optional, string_list, typed, unknown_keys
 from .registry_names import Names, check_name, registry_names
-from .schema import HEARTBEAT_KEYS, METRIC_NAMES, REQUIRED_KEYS, TOP_LEVEL_KEYS, Heartbeat, SamplerSpec, StudyConfig
+from .schema import HEARTBEAT_KEYS, REQUIRED_KEYS, TOP_LEVEL_KEYS, Heartbeat, SamplerSpec, StudyConfig
 from .settings import check_bounds, declared, read_scalar
 from .space_rules import parse_enqueue, parse_search_space, parse_training
 
