@@ -224,7 +224,7 @@ def _csv(header: Sequence[str], records: Sequence[Sequence[Any]]) -> bytes:
     return buffer.getvalue().encode()
 
 
-MEASURES = ["accuracy", "val_accuracy", "latency_cycles", "energy_uj"]
+MEASURES = ["accuracy", "val_accuracy", *COST_FIELDS.values()]
 
 
 def _measures(row: TrialRow) -> list[Any]:
