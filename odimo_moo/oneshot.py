@@ -15,17 +15,16 @@ recipe and epochs as every other strategy's points.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
+from .batchnorm import preserved_batchnorm, recalibrate_batchnorm
 from .checkpoint import atomic_write_json
 from .errors import UsageError
 from .genome import GenomeLayout, genome_to_counts
@@ -89,51 +88,6 @@ class SearchBudget:
             raise UsageError(f"recalibration_batches must be >= 0 (0: no recalibration), "
                              f"got {budget.recalibration_batches}")
         return budget
-
-
-# ----------------------------------------------------------------------------- BatchNorm
-def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-
-
-@contextlib.contextmanager
-def preserved_batchnorm(model: nn.Module) -> Iterator[None]:
-    """Put every BatchNorm's running statistics, counter and momentum back as they were on exit."""
-    saved = [(m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
-             for m in _batchnorms(model)]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for module, mean, var, count, momentum in saved:
-                module.running_mean.copy_(mean)
-                module.running_var.copy_(var)
-                module.num_batches_tracked.copy_(count)
-                module.momentum = momentum
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches: Sequence[torch.Tensor], device: torch.device) -> int:
-    """Re-estimate every BatchNorm's running statistics on ``batches`` under the model's current
-    (forced) mapping: statistics reset, then the cumulative average (momentum ``None``) over the
-    batches, with only the BatchNorm layers in training mode. Leaves the model in eval mode and
-    changes nothing else; returns the number of images forwarded. Wrap it in
-    :func:`preserved_batchnorm` to get the previous statistics back."""
-    layers = _batchnorms(model)
-    if not layers or not batches:
-        return 0
-    model.eval()
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None
-        layer.train()
-    images = 0
-    for inputs in batches:
-        model(inputs.to(device))
-        images += int(inputs.shape[0])
-    model.eval()
-    return images
 
 
 # ----------------------------------------------------------------------------- search

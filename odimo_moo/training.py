@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .batchnorm import precise_batchnorm
 from .checkpoint import atomic_torch_save, load_checkpoint
 from .cost_target import CostTarget
 from .errors import RunFailure, UsageError
@@ -173,6 +174,9 @@ class PhaseRunner:
     fingerprint: str | None = None
     #: Per ``keep_best`` phase, the epoch (1-based) whose weights the phase ended on.
     selected_epochs: dict[str, int] = field(default_factory=dict)
+    #: Training batches on which BatchNorm statistics are re-estimated before each validation
+    #: (:func:`odimo_moo.batchnorm.precise_batchnorm`; empty: the running averages as they are).
+    calibration: Sequence[torch.Tensor] = ()
 
     def _shuffler(self) -> torch.Generator | None:
         """The generator that shuffles the training data (saved with each checkpoint)."""
@@ -259,37 +263,43 @@ class PhaseRunner:
                    disable=not self.progress, file=sys.stderr)
         for epoch in bar:
             wall, cpu = time.perf_counter(), time.process_time()
-            spec.on_epoch_start(epoch)
-            cost_weight = spec.cost_weight_at(epoch)
-            lr = optimizers[0].param_groups[0]["lr"] if optimizers else 0.0
-            try:
-                train = run_epoch(self.model, self.train_loader, self.device, optimizers, cost_weight,
-                                  spec.cost_target)
-                if spec.cost_target is not None:
-                    cost_weight = spec.cost_target.weight
-            except Diverged as exc:
-                kept = f"; {path} keeps epoch {epoch}" if epoch else ""
-                raise Diverged(f"{spec.name} epoch {epoch + 1}: {exc}{kept}; try a lower lr or lambda") from exc
-            val = evaluate(self.model, self.val_loader, self.device)
-            metrics: dict[str, Any] = {"phase": spec.name, "epoch": epoch + 1, "lambda": cost_weight, "lr": lr,
-                                       "train_loss": train["loss"], "train_accuracy": train["accuracy"],
-                                       "val_loss": val["loss"], "val_accuracy": val["accuracy"]}
-            if isinstance(self.model, ODiMO):
-                report = self.model.cost_report()
-                metrics["latency_cycles"] = report["latency_cycles"]
-                metrics["energy_uj"] = report["energy_uj"]
+            metrics = self._epoch(spec, epoch, optimizers, path)
             if scheduler is not None:
                 scheduler.step()
             metrics["wall_s"] = time.perf_counter() - wall
             metrics["cpu_s"] = time.process_time() - cpu
             self.history.append(metrics)
-            if spec.keep_best and (best is None or val["accuracy"] >= best["val_accuracy"]):
-                best = {"epoch": epoch + 1, "val_accuracy": val["accuracy"],
+            if spec.keep_best and (best is None or metrics["val_accuracy"] >= best["val_accuracy"]):
+                best = {"epoch": epoch + 1, "val_accuracy": metrics["val_accuracy"],
                         "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
-            bar.set_postfix(val_acc=f"{val['accuracy']:.3f}")
+            bar.set_postfix(val_acc=f"{metrics['val_accuracy']:.3f}")
             self._save(path, spec, optimizers, scheduler, best, epoch + 1)
             self.on_epoch_end(spec.name, epoch + 1, metrics)
         if spec.keep_best and best is not None:
             self.model.load_state_dict(best["model"])
             self.selected_epochs[spec.name] = int(best["epoch"])
         return self.history
+
+    def _epoch(self, spec: PhaseSpec, epoch: int, optimizers: list[torch.optim.Optimizer],
+               path: Path) -> dict[str, Any]:
+        """One epoch: train, re-estimate BatchNorm statistics, validate; the history row (no times)."""
+        spec.on_epoch_start(epoch)
+        cost_weight = spec.cost_weight_at(epoch)
+        lr = optimizers[0].param_groups[0]["lr"] if optimizers else 0.0
+        try:
+            train = run_epoch(self.model, self.train_loader, self.device, optimizers, cost_weight, spec.cost_target)
+        except Diverged as exc:
+            kept = f"; {path} keeps epoch {epoch}" if epoch else ""
+            raise Diverged(f"{spec.name} epoch {epoch + 1}: {exc}{kept}; try a lower lr or lambda") from exc
+        if spec.cost_target is not None:
+            cost_weight = spec.cost_target.weight
+        precise_batchnorm(self.model, self.calibration, self.device)
+        val = evaluate(self.model, self.val_loader, self.device)
+        metrics: dict[str, Any] = {"phase": spec.name, "epoch": epoch + 1, "lambda": cost_weight, "lr": lr,
+                                   "train_loss": train["loss"], "train_accuracy": train["accuracy"],
+                                   "val_loss": val["loss"], "val_accuracy": val["accuracy"]}
+        if isinstance(self.model, ODiMO):
+            report = self.model.cost_report()
+            metrics["latency_cycles"] = report["latency_cycles"]
+            metrics["energy_uj"] = report["energy_uj"]
+        return metrics

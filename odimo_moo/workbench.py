@@ -32,6 +32,11 @@ from .training import PhaseRunner, PhaseSpec, evaluate, seed_everything, weights
 if TYPE_CHECKING:
     from .data import DataBundle
 
+#: Training batches (of the recipe's batch size) on which every phase re-estimates BatchNorm
+#: statistics before validating (:mod:`odimo_moo.batchnorm`): the same images as one-shot scoring's.
+PRECISE_BN_BATCHES = 8
+
+
 @dataclass(frozen=True)
 class Setup:
     """A problem instance: which SoC, model, data and cost metric; shared by every strategy."""
@@ -164,7 +169,8 @@ class Workbench:
         train, val, _ = self.loaders(recipe.batch_size)
         return PhaseRunner(model, train, val, self.device, checkpoint_dir, progress=self.setup.progress,
                            on_epoch_end=self.on_epoch_end or (lambda phase, epoch, metrics: None),
-                           fingerprint=fingerprint or self.run_key(recipe))
+                           fingerprint=fingerprint or self.run_key(recipe),
+                           calibration=self.calibration_batches(PRECISE_BN_BATCHES, recipe.batch_size))
 
     def warmup_key(self, recipe: Recipe) -> str:
         return _digest({"setup": self.setup.identity(), "recipe": recipe.warmup_key(), "format": 1})

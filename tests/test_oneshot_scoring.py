@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from odimo_moo.oneshot import (OneShotSearch, Scored, SearchBudget, choose_points, hypervolume_trace,
-                               preserved_batchnorm, recalibrate_batchnorm)
+from odimo_moo.batchnorm import preserved_batchnorm, recalibrate_batchnorm
+from odimo_moo.oneshot import OneShotSearch, Scored, SearchBudget, choose_points, hypervolume_trace
 from odimo_moo.pareto import ReferencePoint
 from odimo_moo.recipe import Recipe
 from odimo_moo.workbench import Setup, Workbench
