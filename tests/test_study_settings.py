@@ -102,12 +102,12 @@ def test_study_keys_shared_with_setup_have_its_declaration_and_default():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--data-limit", "0"], "argument --data-limit: must be >= 1 sample per split, got 0"),
-    (["--val-fraction", "1"], "argument --val-fraction: must be in (0, 1), got 1.0"),
     (["--image-size", "x"], "argument --image-size: invalid int value: 'x'"),
+    (["--val-fraction", "x"], "argument --val-fraction: invalid float value: 'x'"),
     (["--metric", "area"], "argument --metric: invalid choice: 'area'"),
+    (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
 ])
-def test_search_options_follow_the_declared_bounds(capsys, argv, message):
+def test_search_options_follow_the_declared_types_and_choices(capsys, argv, message):
     from odimo_moo.cli import main
 
     with pytest.raises(SystemExit) as info:

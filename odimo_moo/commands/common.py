@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..errors import UsageError
 from ..setup_settings import SETUP_SETTINGS
-from ..study.problems import Problems
-from ..study.settings import Setting, check_bounds
+from ..study.settings import Setting
 from ..yaml_loader import InvalidYaml, parse_yaml
 
 if TYPE_CHECKING:
@@ -72,22 +71,6 @@ def _defaults() -> dict[str, Any]:
     return {f.name: f.default for f in _setup_fields()}
 
 
-def _argument_type(rule: Setting) -> Callable[[str], Any]:
-    """The argparse type of a numeric setting: its kind, within its declared bounds."""
-    bounds = dataclasses.replace(rule, choices=())
-
-    def convert(text: str) -> Any:
-        value = rule.kind(text)  # a ValueError becomes argparse's "invalid int value: ..."
-        problems = Problems()
-        check_bounds(value, "", bounds, problems)
-        if problems.lines:
-            raise argparse.ArgumentTypeError(problems.lines[0].removeprefix(": "))
-        return value
-
-    convert.__name__ = rule.kind.__name__
-    return convert
-
-
 def _option(name: str, rule: Setting, default: Any) -> tuple[str, dict[str, Any]]:
     """The flag and argparse options of Setup field ``name``, from its declaration."""
     flag = "--" + name.replace("_", "-")
@@ -99,8 +82,8 @@ def _option(name: str, rule: Setting, default: Any) -> tuple[str, dict[str, Any]
         return flag, {"action": "append", "default": list(default), "metavar": "NAME", "help": rule.help}
     options = {"default": default, "choices": rule.choices or None,
                "help": rule.help if default is None else f"{rule.help} (default {default})"}
-    if rule.kind in (int, float):
-        options["type"] = _argument_type(rule)
+    if rule.kind in (int, float):  # bounds are checked where the value is used (data, splits)
+        options["type"] = rule.kind
     return flag, options
 
 
