@@ -155,6 +155,11 @@ class Workbench:
                       init=recipe.init, metric=self.setup.metric, quantize=recipe.quantize,
                       exclude=self.setup.exclude, seed=self.setup.seed, assignment_options=options,
                       deploy_format=recipe.deploy_format)
+        if not model.split_names:
+            excluded = f" (with --exclude {', '.join(self.setup.exclude)})" if self.setup.exclude else ""
+            raise UsageError(f"model {self.setup.model!r} has no layer that two units of SoC {self.setup.soc!r} "
+                             f"can both run{excluded}: there is no mapping to search; choose a model with such "
+                             f"layers (`odimo plugins` lists what each unit supports)")
         return model.to(self.device)
 
     def run_key(self, recipe: Recipe, **extra: Any) -> str:

@@ -91,6 +91,8 @@ def test_search_resumes_after_sigkill(tmp_path):
     (["search", "--set", "bogus=1"], "unknown training parameter(s) bogus"),
     (["search", "--set", "parametrization=magic"], "parametrization must be one of"),
     (["search", "--dataset", "nosuch"], "unknown dataset 'nosuch'"),
+    (["search", "--soc", "darkside", "--model", "mobilenetv1_tiny", "--image-size", "16"],
+     "model 'mobilenetv1_tiny' has no layer that two units of SoC 'darkside' can both run"),
 ])
 def test_search_usage_errors_exit_2_with_one_line(tmp_path, capsys, argv, message):
     assert main([*argv, "--out", str(tmp_path / "x"), "--data-limit", "50", "--no-progress"]) == 2
