@@ -10,7 +10,9 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -258,3 +260,15 @@ def ratios(timings: Mapping[str, Timing], baseline: str) -> dict[str, dict[str, 
 
 def headline(values: Sequence[float]) -> str:
     return " ".join(f"{v:.3f}" for v in values)
+
+
+def time_once(argv: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system of the child) of one run of ``argv``; it must exit 0."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

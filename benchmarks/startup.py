@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch  # machine_info reports its version; every timed process imports its own
 
-from _common import machine_info, write_result
+from _common import machine_info, time_once, write_result
 
 #: The timed commands: name -> (argv after the interpreter or script, start-up goal in seconds or None).
 COMMANDS: dict[str, tuple[list[str], float | None]] = {
@@ -43,18 +40,6 @@ def odimo_script() -> str:
     if found is None:
         sys.exit("no `odimo` script found: install the project (pip install -e .) in this environment")
     return found
-
-
-def time_once(argv: list[str]) -> tuple[float, float]:
-    """Wall and CPU seconds (user + system of the child) of one run of ``argv``; it must exit 0."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:

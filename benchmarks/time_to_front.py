@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import csv
 import json
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +47,8 @@ COMMANDS: dict[str, list[str]] = {
 
 def run_timed(argv: list[str], timings: Path) -> dict[str, Any]:
     """Run ``odimo argv`` in a child process; its wall and CPU seconds and the child's timers."""
-    command = [sys.executable, str(HERE / "_timed_cli.py"), str(timings), *argv]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
-        sys.exit(f"odimo {' '.join(argv)} exited {result.returncode}:\n{result.stderr[-2000:]}")
-    return {"wall_s": wall, "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            "timers": json.loads(timings.read_text())}
+    wall, cpu = common.time_once([sys.executable, str(HERE / "_timed_cli.py"), str(timings), *argv])
+    return {"wall_s": wall, "cpu_s": cpu, "timers": json.loads(timings.read_text())}
 
 
 def _rows(folder: Path) -> list[dict[str, str]]:

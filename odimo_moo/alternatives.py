@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .quantizers import (ActivationQuantizer, IntegerWeight, PowerOfTwoActivationQuantizer, activation_gradients,
-                         activation_levels, clip_descent_direction, clip_gradient, integer_weight,
-                         level_code_dtype, scale_weight_channels)
+from .quantizers import (ActivationQuantizer, PowerOfTwoActivationQuantizer, activation_gradients, activation_levels,
+                         clip_descent_direction, clip_gradient, level_code_dtype)
+from .weight_quantizers import IntegerWeight, integer_weight, scale_weight_channels
 
 #: Activation quantizers whose fake quantization the fused layer reproduces (through their ``grid``).
 _FUSABLE_QUANTIZERS = (ActivationQuantizer, PowerOfTwoActivationQuantizer)

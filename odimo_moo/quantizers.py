@@ -1,4 +1,5 @@
-"""Fake quantizers (straight-through) and the data formats that build them.
+"""Fake activation quantizers (straight-through) and the data formats that build every quantizer
+(weights: :mod:`odimo_moo.weight_quantizers`).
 
 A compute unit names its data formats; the searchable layer asks the format for quantizer modules.
 Every quantizer's forward produces values on its grid, its backward is straight-through.
@@ -8,171 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-
-def ste_round(x: torch.Tensor) -> torch.Tensor:
-    """``round(x)`` forward, identity gradient."""
-    return x + (torch.round(x) - x).detach()
-
-
-def _pow2_ceil(x: torch.Tensor) -> torch.Tensor:
-    """Smallest power of two >= x (x > 0), straight-through."""
-    exact = torch.exp2(torch.ceil(torch.log2(x)))
-    return x + (exact - x).detach()
-
-
-class IntWeightQuantizer(nn.Module):
-    """Symmetric signed ``bits``-bit weights with one power-of-two scale per tensor."""
-
-    def __init__(self, bits: int) -> None:
-        super().__init__()
-        self.bits = bits
-
-    def scale(self, weight: torch.Tensor) -> torch.Tensor:
-        qmax = 2 ** (self.bits - 1) - 1
-        return _pow2_ceil(weight.detach().abs().max().clamp_min(1e-12) / qmax)
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            # == self.scale(weight) (its straight-through sum is exact), in fewer ops.
-            qmax = 2 ** (self.bits - 1) - 1
-            scale = weight.abs().max().clamp_min_(1e-12).div_(qmax).log2_().ceil_().exp2_()
-        return _FakeQuantizeInt.apply(weight, scale, -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1)
-
-    def reference_forward(self, weight: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` as plain differentiable ops (its specification; equal values and gradients)."""
-        scale = self.scale(weight)
-        low, high = -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
-        return ste_round(weight / scale).clamp(low, high) * scale
-
-    @torch.no_grad()
-    def integer_weight(self, weight: torch.Tensor) -> "IntegerWeight":
-        """:meth:`forward`'s values as integer levels times one power-of-two scale (exactly)."""
-        qmax = 2 ** (self.bits - 1) - 1
-        scale = weight.abs().max().clamp_min(1e-12).div(qmax).log2().ceil().exp2()  # as forward computes it
-        levels = torch.div(weight, scale).round_().clamp_(-(2 ** (self.bits - 1)), qmax)
-        return IntegerWeight(levels.to(integer_dtype(self.bits)), scale, self.bits, "int")
-
-
-class _FakeQuantizeInt(torch.autograd.Function):
-    """``clamp(round(w / scale), low, high) * scale`` with a straight-through (identity) gradient.
-
-    The scale is a power of two >= ``max|w| / (2^(bits-1) - 1)``, so the clamp never bites and the
-    op-by-op gradient ``g * scale / scale`` is exactly ``g``. (The op-by-op form can lose the gradient
-    of a weight rounding to the top level: its straight-through sum ``v + (round(v) - v)`` may
-    round a hair above the clamp bound. This node does not.)
-    """
-
-    @staticmethod
-    def forward(ctx, weight: torch.Tensor, scale: torch.Tensor, low: int, high: int) -> torch.Tensor:  # type: ignore[override]
-        return torch.div(weight, scale).round_().clamp_(low, high).mul_(scale)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return grad, None, None, None
-
-
-class TernaryWeightQuantizer(nn.Module):
-    """Weights in ``{-1, 0, +1}`` times a learned per-output-channel scale.
-
-    A weight is zero when its magnitude is under ``threshold`` times its channel's mean magnitude
-    (the ternary-weight-network rule). The scale starts at the mean magnitude of the kept weights on
-    the first call and is trained afterwards.
-    """
-
-    def __init__(self, out_channels: int, threshold: float = 0.7) -> None:
-        super().__init__()
-        self.threshold = threshold
-        self.log_scale = nn.Parameter(torch.zeros(out_channels))
-        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
-        self._known_initialized = False  # host-side copy of ``initialized``: no device sync per forward
-
-    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
-        super()._load_from_state_dict(*args, **kwargs)  # type: ignore[arg-type]
-        self._known_initialized = False
-
-    def levels(self, weight: torch.Tensor) -> torch.Tensor:
-        """The ternary values of ``weight`` (no scale), straight-through to ``weight``."""
-        flat = weight.flatten(1)
-        delta = self.threshold * flat.detach().abs().mean(dim=1, keepdim=True)
-        hard = torch.sign(flat) * (flat.detach().abs() > delta)
-        normalized = flat / flat.detach().abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
-        return (normalized + (hard - normalized).detach()).view_as(weight)
-
-    @torch.no_grad()
-    def _initialize(self, weight: torch.Tensor) -> None:
-        flat = weight.flatten(1).abs()
-        delta = self.threshold * flat.mean(dim=1, keepdim=True)
-        kept = (flat > delta).to(flat.dtype)
-        mean_kept = (flat * kept).sum(1) / kept.sum(1).clamp_min(1.0)
-        self.log_scale.copy_(mean_kept.clamp_min(1e-8).log())
-        self.initialized.fill_(True)
-
-    def _ensure_initialized(self, weight: torch.Tensor) -> None:
-        if not self._known_initialized:
-            if not bool(self.initialized):
-                self._initialize(weight)
-            self._known_initialized = True
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        self._ensure_initialized(weight)
-        return _FakeQuantizeTernary.apply(weight, self.log_scale, self.threshold)
-
-    def reference_forward(self, weight: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` as plain differentiable ops (its specification).
-
-        Same gradients; the values agree up to the last bit of the straight-through sum (the fused
-        forward gives exactly ``{-1, 0, +1} * scale``).
-        """
-        self._ensure_initialized(weight)
-        shape = (-1,) + (1,) * (weight.dim() - 1)
-        return self.levels(weight) * self.log_scale.exp().view(shape)
-
-    @torch.no_grad()
-    def integer_weight(self, weight: torch.Tensor) -> "IntegerWeight":
-        """:meth:`forward`'s values as levels in ``{-1, 0, +1}`` times the per-output-channel scale (exactly)."""
-        self._ensure_initialized(weight)
-        flat = weight.reshape(weight.shape[0], -1)
-        magnitude = flat.abs()
-        hard = torch.sign(flat).mul_(magnitude > self.threshold * magnitude.mean(dim=1, keepdim=True))
-        return IntegerWeight(hard.view(weight.shape).to(torch.int8), self.log_scale.detach().exp().to(weight.dtype),
-                             2, "ternary")
-
-
-class _FakeQuantizeTernary(torch.autograd.Function):
-    """``levels(w) * exp(log_scale)`` per output channel in one autograd node.
-
-    Gradients as :meth:`TernaryWeightQuantizer.levels` defines them: to ``w`` through the
-    straight-through ``w / max|w|`` of its channel, to ``log_scale`` through the exact product.
-    """
-
-    @staticmethod
-    def forward(ctx, weight: torch.Tensor, log_scale: torch.Tensor, threshold: float) -> torch.Tensor:  # type: ignore[override]
-        flat = weight.reshape(weight.shape[0], -1)
-        magnitude = flat.abs()
-        delta = threshold * magnitude.mean(dim=1, keepdim=True)
-        hard = torch.sign(flat).mul_(magnitude > delta)
-        largest = magnitude.amax(dim=1, keepdim=True).clamp_min_(1e-12)
-        scale = log_scale.exp().unsqueeze(1)
-        ctx.save_for_backward(hard, largest, scale)
-        ctx.shape = weight.shape
-        return (hard * scale).view(weight.shape)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        hard, largest, scale = ctx.saved_tensors
-        flat = grad.reshape(hard.shape)
-        grad_weight = grad_log_scale = None
-        if ctx.needs_input_grad[0]:
-            grad_weight = (flat * scale).div_(largest).view(ctx.shape)
-        if ctx.needs_input_grad[1]:
-            grad_log_scale = (flat * hard).sum(dim=1).mul_(scale.squeeze(1))
-        return grad_weight, grad_log_scale, None
+from .weight_quantizers import IntWeightQuantizer, TernaryWeightQuantizer, ste_round
 
 
 def host_bounds(x: torch.Tensor) -> bool:
@@ -292,6 +134,16 @@ def level_code_dtype(levels: int) -> torch.dtype:
     return torch.float16 if levels <= 2048 else torch.float32
 
 
+def _quantize_on_grid(ctx, x: torch.Tensor, bound: torch.Tensor, step: torch.Tensor, levels: int,
+                      signed: bool) -> torch.Tensor:
+    """The forward of the fake activation quantizers: ``x`` on the grid ``step`` up to ``bound``,
+    saving what their backward reads."""
+    out = activation_levels(x, bound, step, levels, signed).mul_(step)
+    ctx.save_for_backward(x, out, bound)
+    ctx.signed = signed
+    return out
+
+
 class _FakeQuantizeActivation(torch.autograd.Function):
     """``round(clamp(x, low, clip) / step) * step`` with ``step = clip / levels``, straight-through.
 
@@ -312,11 +164,7 @@ class _FakeQuantizeActivation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, log2_clip: torch.Tensor, levels: int, signed: bool) -> torch.Tensor:  # type: ignore[override]
-        clip, step = activation_grid(log2_clip, levels)
-        out = activation_levels(x, clip, step, levels, signed).mul_(step)
-        ctx.save_for_backward(x, out, clip)
-        ctx.signed = signed
-        return out
+        return _quantize_on_grid(ctx, x, *activation_grid(log2_clip, levels), levels, signed)
 
     @staticmethod
     @once_differentiable
@@ -378,11 +226,7 @@ class _FakeQuantizePowerOfTwoActivation(_FakeQuantizeActivation):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, log2_clip: torch.Tensor, levels: int, signed: bool) -> torch.Tensor:  # type: ignore[override]
-        high, step = power_of_two_grid(log2_clip, levels)
-        out = activation_levels(x, high, step, levels, signed).mul_(step)
-        ctx.save_for_backward(x, out, high)
-        ctx.signed = signed
-        return out
+        return _quantize_on_grid(ctx, x, *power_of_two_grid(log2_clip, levels), levels, signed)
 
 
 class PowerOfTwoActivationQuantizer(ActivationQuantizer):
@@ -435,58 +279,6 @@ class FixedActivationQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"low={self.low:g}, high={self.high:g}, step={self.step:g}"
-
-
-@dataclass(frozen=True)
-class IntegerWeight:
-    """A fake-quantized weight as integers: the weight equals ``levels * scale`` exactly.
-
-    ``scale`` is a 0-d tensor (one scale for the tensor) or ``[C]`` (one per output channel,
-    broadcast over dimension 0). ``kind`` is ``"int"`` (symmetric ``bits``-bit, power-of-two scale)
-    or ``"ternary"`` (levels in ``{-1, 0, +1}``, ``bits`` 2).
-    """
-
-    levels: torch.Tensor
-    scale: torch.Tensor
-    bits: int
-    kind: str
-
-    @property
-    def per_channel(self) -> bool:
-        return self.scale.dim() == 1
-
-    def channels(self, channels: torch.Tensor) -> "IntegerWeight":
-        """The output channels ``channels`` (in that order) of this weight."""
-        scale = self.scale[channels] if self.per_channel else self.scale
-        return IntegerWeight(self.levels[channels], scale, self.bits, self.kind)
-
-    def dequantize(self) -> torch.Tensor:
-        """``levels * scale``: the fake-quantized weight."""
-        shape = (-1,) + (1,) * (self.levels.dim() - 1) if self.per_channel else ()
-        return self.levels.to(self.scale.dtype) * self.scale.view(shape)
-
-
-def integer_dtype(bits: int) -> torch.dtype:
-    """The smallest signed integer dtype holding symmetric ``bits``-bit levels."""
-    for dtype in (torch.int8, torch.int16, torch.int32):
-        if bits <= torch.iinfo(dtype).bits:
-            return dtype
-    raise ValueError(f"no integer dtype holds {bits}-bit levels")
-
-
-def integer_weight(quantizer: nn.Module, weight: torch.Tensor) -> IntegerWeight | None:
-    """``quantizer(weight)`` as integer levels and scale, or None when the quantizer keeps floats."""
-    reader: Callable[[torch.Tensor], IntegerWeight] | None = getattr(quantizer, "integer_weight", None)
-    return None if reader is None else reader(weight)
-
-
-@torch.no_grad()
-def scale_weight_channels(quantizer: nn.Module, scale: torch.Tensor) -> None:
-    """Adapt a weight quantizer to its weight's output channels being multiplied by ``scale`` ``[C]``
-    (BatchNorm folded into the layer): a learned per-channel scale (ternary) follows ``|scale|``;
-    quantizers whose scale comes from the weight itself need nothing."""
-    if isinstance(quantizer, TernaryWeightQuantizer) and bool(quantizer.initialized):
-        quantizer.log_scale.add_(scale.abs().clamp_min(1e-12).log().to(quantizer.log_scale.dtype))
 
 
 def freeze(quantizer: nn.Module) -> nn.Module:

@@ -11,7 +11,8 @@ from torch import nn
 from .alternatives import Alternative, mix_weights, run_dense, run_dense_quantized
 from .assignment import Assignment, contiguous_mask
 from .layer_spec import LayerSpec
-from .quantizers import IntegerWeight, freeze
+from .quantizers import freeze
+from .weight_quantizers import IntegerWeight
 
 
 class MaskMode(enum.Enum):

@@ -23,7 +23,7 @@ from odimo_moo.integer_reference import (compare_with_onnx, integer_sub_layers, 
                                          requantize)
 from odimo_moo.models.mobilenet import mobilenetv1_darkside
 from odimo_moo.models.resnet import resnet8
-from odimo_moo.quantizers import IntWeightQuantizer, TernaryWeightQuantizer, integer_weight
+from odimo_moo.weight_quantizers import IntWeightQuantizer, TernaryWeightQuantizer, integer_weight
 from odimo_moo.searchable import ODiMO
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed; the ONNX export tests need it: pip install 'odimo-moo[onnx]'")

@@ -20,7 +20,8 @@ from odimo_moo.alternatives import WeightTerm, mix_weights, run_dense, run_dense
 from odimo_moo.assignment import ThermometricAssignment
 from odimo_moo.models.mobilenet import mobilenetv1_darkside
 from odimo_moo.models.resnet import resnet8
-from odimo_moo.quantizers import ActivationQuantizer, IntWeightQuantizer, TernaryWeightQuantizer
+from odimo_moo.quantizers import ActivationQuantizer
+from odimo_moo.weight_quantizers import IntWeightQuantizer, TernaryWeightQuantizer
 from odimo_moo.searchable import ODiMO
 from odimo_moo.split_layer import MaskMode
 

@@ -13,7 +13,8 @@ from torch import nn
 from odimo_moo.errors import UsageError
 from odimo_moo.models.mobilenet import mobilenetv1_darkside
 from odimo_moo.models.resnet import resnet8, resnet20
-from odimo_moo.quantizers import ActivationQuantizer, IntWeightQuantizer, TernaryWeightQuantizer
+from odimo_moo.quantizers import ActivationQuantizer
+from odimo_moo.weight_quantizers import IntWeightQuantizer, TernaryWeightQuantizer
 from odimo_moo.searchable import ODiMO
 from odimo_moo.split_layer import MaskMode
 
