@@ -156,18 +156,23 @@ class _TwoUnitThermometer(torch.autograd.Function):
 
 
 class SoftmaxAssignment(Assignment):
-    """Per-channel logits over units; softmax (optionally Gumbel) with an annealed temperature."""
+    """Per-channel logits over units; softmax (optionally Gumbel) with an annealed temperature.
+    ``init="random"`` draws every channel's unit independently (the thermometric parametrization,
+    contiguous by construction, draws a random contiguous split)."""
 
     def __init__(self, channels: int, units: int, init: str | Sequence[int] = "first", hard: bool = True,
                  gumbel: bool = False, temperature: float = 1.0,
                  generator: torch.Generator | None = None) -> None:
         super().__init__(channels, units)
-        counts = initial_counts(channels, units, init, generator)
+        if init == "random":  # per channel, not a contiguous block
+            winners = torch.randint(0, units, (channels,), generator=generator)
+        else:
+            winners = contiguous_mask(initial_counts(channels, units, init, generator)).argmax(dim=1)
         # Each channel's winning logit a little different: under a cost gradient every channel of a
         # unit gets the same gradient, and equal margins would flip all of them in the same step
         # (the search then oscillated at 6x the optimum on a three-unit SoC).
         margin = 1.0 + INIT_MARGIN_SPREAD * torch.rand(channels, 1, generator=generator)
-        self.alpha = nn.Parameter(contiguous_mask(counts) * margin)
+        self.alpha = nn.Parameter(F.one_hot(winners, units).float() * margin)
         self.hard = hard
         self.gumbel = gumbel
         self.register_buffer("temperature", torch.tensor(float(temperature)))

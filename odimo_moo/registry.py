@@ -189,3 +189,13 @@ def pick(registered: dict[str, Registered], name: str, what: str) -> Any:
         raise UsageError(f"unknown {what} {name!r}; registered {what}s: {known} "
                          f"(see `odimo plugins`; load more with --plugin)")
     return registered[name].obj
+
+
+def resolve_soc(soc: Any, plugins: Sequence[str] = ()) -> Any:
+    """A SoC given as itself, as its registry entry (:class:`Registered`), or by its registered name
+    (looked up among the entry-point plugins and ``plugins``)."""
+    if isinstance(soc, Registered):
+        return soc.obj
+    if isinstance(soc, str):
+        return pick(PluginRegistry.load(plugins).socs(), soc, "SoC")
+    return soc

@@ -16,13 +16,14 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .assignment import SoftmaxAssignment, initial_counts, make_assignment
+from .assignment import SoftmaxAssignment, make_assignment
 from .deploy import FixedQuantizedLayer, fold_batchnorm, round_biases
 from .discrete_cost import CostTables, discrete_layer_cost
 from .errors import UsageError
 from .graph_patterns import input_is_non_negative, output_size
 from .layer_spec import LayerSpec, LayerTable
 from .quantizers import FLOAT
+from .registry import resolve_soc
 from .soc import SoC
 from .split_layer import MaskMode, SplitLayer
 
@@ -43,7 +44,8 @@ class ODiMO(nn.Module):
 
     Args:
         model: any fx-traceable ``nn.Module`` (copied; the original is left untouched).
-        soc: the target SoC; its units decide which layers are split and what each runs.
+        soc: the target SoC (the object, its registry entry or its registered name, e.g. ``"diana"``);
+            its units decide which layers are split and what each runs.
         input_shape: shape of one input without the batch dimension, e.g. ``(3, 32, 32)``.
         parametrization: ``"thermometric"`` (contiguous ranges) or ``"softmax"`` (per channel).
         init: ``"first"`` / ``"balanced"`` / ``"random"``, or a unit name to put every channel there.
@@ -59,7 +61,7 @@ class ODiMO(nn.Module):
         assignment_options: extra options of the parametrization (e.g. ``gumbel``, ``temperature``).
     """
 
-    def __init__(self, model: nn.Module, soc: SoC, input_shape: Sequence[int], *,
+    def __init__(self, model: nn.Module, soc: SoC | str, input_shape: Sequence[int], *,
                  parametrization: str = "thermometric", init: str = "first", metric: str = "latency",
                  quantize: bool = True, exclude: Sequence[str | type] = (), fold: bool | None = None,
                  seed: int = 0, assignment_options: Mapping[str, Any] | None = None,
@@ -67,7 +69,7 @@ class ODiMO(nn.Module):
         super().__init__()
         if metric not in METRICS:
             raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-        self.soc = soc
+        self.soc = soc = resolve_soc(soc)
         self.metric = metric
         self.input_shape = tuple(int(d) for d in input_shape)
         generator = torch.Generator().manual_seed(seed)
@@ -153,7 +155,7 @@ class ODiMO(nn.Module):
                 raise UsageError(f"init unit {init!r} cannot run layer {spec.describe()}")
             init_arg: Any = counts
         else:
-            init_arg = initial_counts(spec.out_channels, len(units), init, generator)
+            init_arg = init  # the parametrization draws it: a contiguous or a per-channel random split
         assignment = make_assignment(parametrization, spec.out_channels, len(units), init_arg,
                                      generator=generator, **options)
         return SplitLayer(module, spec, units, alternatives, input_quantizers, assignment,

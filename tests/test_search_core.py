@@ -252,3 +252,25 @@ def test_loss_cost_is_the_log_of_the_hard_cost_over_the_default_unit_reference(s
     model.freeze_mapping()
     model.force_counts({name: [layer.channels, 0] for name, layer in model.split_layers()})
     assert float(model.cost.detach()) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_odimo_takes_a_soc_by_name_or_registry_entry():
+    from odimo_moo.registry import PluginRegistry
+
+    entry = PluginRegistry.load().socs()["diana"]
+    by_name = ODiMO(resnet8(10, 1, (16, 16)), "diana", (1, 16, 16))
+    by_entry = ODiMO(resnet8(10, 1, (16, 16)), entry, (1, 16, 16))
+    assert by_name.soc.unit_names == by_entry.soc.unit_names == ("digital", "analog")
+    assert by_name.split_names == by_entry.split_names and by_name.split_names
+    with pytest.raises(UsageError, match="unknown SoC 'tpu9000'; registered SoCs: .*diana"):
+        ODiMO(resnet8(10, 1, (16, 16)), "tpu9000", (1, 16, 16))
+
+
+def test_random_softmax_init_draws_each_channel_not_a_block():
+    model = ODiMO(resnet8(10, 1, (16, 16)), "diana", (1, 16, 16), parametrization="softmax",
+                  init="random", seed=3)
+    runs = []
+    for _, layer in model.split_layers():
+        units = layer.units_of_channels()
+        runs.append(int((units[1:] != units[:-1]).sum()) + 1)  # contiguous blocks of one unit
+    assert max(runs) > 2  # a contiguous split has at most 2 blocks with 2 units
