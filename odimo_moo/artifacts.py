@@ -18,8 +18,9 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from .errors import RunFailure, UsageError
-from .export_formats import (compare_onnx, compare_outputs, export_float_onnx, export_qdq_onnx, has_integer_units,
-                             onnx_session, save_state_dict, save_torch_export)
+from .export_formats import (compare_onnx, compare_outputs, export_float_onnx, export_qdq_onnx, onnx_session,
+                             save_state_dict, save_torch_export)
+from .qdq_modules import has_integer_units
 from .searchable import ODiMO
 from .result_files import channel_split_of, input_shape_of, read_json_file
 from .soc import SoC

@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UsageError
-from .export_formats import INT32_MAX, node_tags, onnx_session
+from .export_formats import onnx_session
+from .qdq_modules import INT32_MAX
+from .qdq_onnx_tags import node_tags
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from odimo_moo.artifacts import MAPPING_SCHEMA, write_artifacts
 from odimo_moo.data import load_dataset, make_loaders
 from odimo_moo.errors import UsageError
-from odimo_moo.export_formats import (METADATA_PREFIX, compare_onnx, exported_branches, onnx_session,
-                                      qdq_network, qdq_onnx_model, quantized_codes)
+from odimo_moo.export_formats import compare_onnx, onnx_session, qdq_onnx_model, quantized_codes
 from odimo_moo.integer_reference import (compare_with_onnx, integer_sub_layers, requantization_shift,
                                          requantize)
 from odimo_moo.models.mobilenet import mobilenetv1_darkside
 from odimo_moo.models.resnet import resnet8
+from odimo_moo.qdq_modules import METADATA_PREFIX, exported_branches, qdq_network
 from odimo_moo.weight_quantizers import IntWeightQuantizer, TernaryWeightQuantizer, integer_weight
 from odimo_moo.searchable import ODiMO
 
