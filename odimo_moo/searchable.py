@@ -99,6 +99,7 @@ class ODiMO(nn.Module):
         allowed = [self.split_layer(n).unit_indices.tolist() for n in self.split_names]
         # Every unit's cycles at every channel count of every split layer (moves with .to(device)).
         self.register_buffer("_cost_times", CostTables.compute_times(soc, split_table, allowed), persistent=False)
+        self.register_buffer("_count_index", self._unit_count_index(), persistent=False)
         self._fixed_costs = self._cost_of_fixed_layers()
         self._reference_costs = self._cost_on_default_units()
 
@@ -247,18 +248,15 @@ class ODiMO(nn.Module):
         if not layers:
             return torch.zeros(len(self.soc.units), 0)
         local = torch.cat([layer.channel_counts() for layer in layers])
-        index = self._unit_count_index(layers, local.device)
+        index = self._count_index
         flat = local.new_zeros(len(self.soc.units) * len(layers)).index_add(0, index, local)
         return flat.view(len(self.soc.units), len(layers))
 
-    def _unit_count_index(self, layers: Sequence[SplitLayer], device: torch.device) -> torch.Tensor:
+    def _unit_count_index(self) -> torch.Tensor:
         """Flat ``[K * L]`` position of every (layer, local unit) pair: ``unit * L + layer``."""
-        cache: dict[torch.device, torch.Tensor] = self.__dict__.setdefault("_count_index", {})
-        if device not in cache:
-            count = len(layers)
-            cache[device] = torch.cat([layer.unit_indices.cpu() * count + column
-                                       for column, layer in enumerate(layers)]).to(device)
-        return cache[device]
+        layers = [layer for _, layer in self.split_layers()]
+        return torch.cat([layer.unit_indices.cpu() * len(layers) + column for column, layer in enumerate(layers)]
+                         + [torch.zeros(0, dtype=torch.long)])
 
     def searched_cost(self) -> dict[str, torch.Tensor]:
         """Latency (cycles) and energy (microjoules) per split layer, ``[L]`` each, of the current
