@@ -209,13 +209,14 @@ class ODiMO(nn.Module):
         for _, layer in self.split_layers():
             layer.fix(layer.units_of_channels())
 
-    def force_mapping(self, mapping: Mapping[str, Sequence[int] | torch.Tensor]) -> None:
-        """Fix layers to given mappings: per layer, the SoC unit index of every output channel."""
+    def force_mapping(self, mapping: Mapping[str, Sequence[int | str] | torch.Tensor]) -> None:
+        """Fix layers to given mappings: per layer, the SoC unit (index or name) of every output channel."""
         unknown = set(mapping) - set(self.split_names)
         if unknown:
             raise UsageError(f"mapping names unknown layer(s): {', '.join(sorted(unknown))}")
         for name, units in mapping.items():
             layer = self.split_layer(name)
+            units = [self.soc.unit_index(u) if isinstance(u, str) else u for u in units]
             global_units = torch.as_tensor(units, dtype=torch.long, device=layer.unit_indices.device)
             lookup = torch.full((len(self.soc.units),), -1, dtype=torch.long, device=global_units.device)
             lookup[layer.unit_indices] = torch.arange(layer.num_units, device=global_units.device)

@@ -274,3 +274,16 @@ def test_random_softmax_init_draws_each_channel_not_a_block():
         units = layer.units_of_channels()
         runs.append(int((units[1:] != units[:-1]).sum()) + 1)  # contiguous blocks of one unit
     assert max(runs) > 2  # a contiguous split has at most 2 blocks with 2 units
+
+
+def test_force_mapping_takes_unit_names():
+    by_index = ODiMO(resnet8(10, 1, (16, 16)), "diana", (1, 16, 16))
+    by_name = ODiMO(resnet8(10, 1, (16, 16)), "diana", (1, 16, 16))
+    name, layer = next(by_index.split_layers())
+    pattern = [c % 2 for c in range(layer.channels)]  # digital (0), analog (1), ...
+    by_index.force_mapping({name: pattern})
+    by_name.force_mapping({name: [("digital", "analog")[u] for u in pattern]})
+    assert by_name.mapping() == by_index.mapping()
+    assert by_name.mapping()[name]["analog"] == list(range(1, layer.channels, 2))
+    with pytest.raises(UsageError, match="SoC 'diana' has no unit 'npu'"):
+        by_name.force_mapping({name: ["npu"] * layer.channels})
