@@ -146,7 +146,8 @@ def land_on_target(model: ODiMO, target: float) -> Landing:
             scores[column, : choice.scores.numel()] = choice.scores
     feasible = torch.isfinite(costs) & torch.isfinite(scores)
     relative = torch.where(feasible, costs, torch.zeros_like(costs)) / model.reference_cost()
-    fixed = searched - float(model.searched_cost_of(model.unit_counts().detach())[model.metric].sum())
+    with torch.no_grad():
+        fixed = searched - float(model.cost_of(include_fixed=False))
 
     def splits(mu: float) -> torch.Tensor:
         value = torch.where(feasible, scores - mu * relative, torch.full_like(scores, -math.inf))
