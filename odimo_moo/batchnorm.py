@@ -16,6 +16,10 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+#: Training batches on which BatchNorm statistics are re-estimated: for each one-shot candidate (the
+#: one-shot strategies' default ``recalibration_batches``) and before every validation in training.
+CALIBRATION_BATCHES = 8
+
 
 def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The BatchNorm layers of ``model`` that keep running statistics."""

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from .batchnorm import preserved_batchnorm, recalibrate_batchnorm
+from .batchnorm import CALIBRATION_BATCHES, preserved_batchnorm, recalibrate_batchnorm
 from .checkpoint import atomic_write_json
 from .errors import UsageError
 from .genome import GenomeLayout, genome_to_counts
@@ -46,7 +46,7 @@ def fixed_mapping_recipe_defaults() -> dict[str, Any]:
 
 #: Search settings shared by the one-shot strategies (everything else of their params is the recipe).
 SEARCH_DEFAULTS: dict[str, Any] = {"evaluations": 200, "max_seconds": 0.0, "clock": "wall", "finetune_top": 3,
-                                   "recalibration_batches": 8}
+                                   "recalibration_batches": CALIBRATION_BATCHES}
 #: What ``max_seconds`` counts: elapsed time, or this process's CPU time (steady on a shared CPU
 #: machine, where other processes stretch the wall time; meaningless for GPU work).
 CLOCKS = ("wall", "cpu")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
+from .batchnorm import CALIBRATION_BATCHES
 from .checkpoint import atomic_write_json, check_writable
 from .devices import DEVICES, resolve_device
 from .errors import UsageError
@@ -31,11 +32,6 @@ from .training import PhaseRunner, PhaseSpec, evaluate, seed_everything, weights
 
 if TYPE_CHECKING:
     from .data import DataBundle
-
-#: Training batches (of the recipe's batch size) on which every phase re-estimates BatchNorm
-#: statistics before validating (:mod:`odimo_moo.batchnorm`): the same images as one-shot scoring's.
-PRECISE_BN_BATCHES = 8
-
 
 @dataclass(frozen=True)
 class Setup:
@@ -175,7 +171,7 @@ class Workbench:
         return PhaseRunner(model, train, val, self.device, checkpoint_dir, progress=self.setup.progress,
                            on_epoch_end=self.on_epoch_end or (lambda phase, epoch, metrics: None),
                            fingerprint=fingerprint or self.run_key(recipe),
-                           calibration=self.calibration_batches(PRECISE_BN_BATCHES, recipe.batch_size))
+                           calibration=self.calibration_batches(CALIBRATION_BATCHES, recipe.batch_size))
 
     def warmup_key(self, recipe: Recipe) -> str:
         return _digest({"setup": self.setup.identity(), "recipe": recipe.warmup_key(), "format": 1})
