@@ -1,20 +1,20 @@
-"""Fake activation quantizers (straight-through) and the data formats that build every quantizer
-(weights: :mod:`odimo_moo.weight_quantizers`).
+"""Fake activation quantizers (straight-through; weights: :mod:`odimo_moo.weight_quantizers`).
 
-A compute unit names its data formats; the searchable layer asks the format for quantizer modules.
-Every quantizer's forward produces values on its grid, its backward is straight-through.
+A compute unit names its data formats (:mod:`odimo_moo.data_formats`, re-exported here); the
+searchable layer asks the format for quantizer modules. Every quantizer's forward produces values on
+its grid, its backward is straight-through.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .weight_quantizers import IntWeightQuantizer, TernaryWeightQuantizer, ste_round
+from .data_formats import FLOAT, DataFormat, FloatFormat, IntFormat, TernaryFormat  # noqa: F401 (re-exported)
+from .weight_quantizers import ste_round
 
 
 def host_bounds(x: torch.Tensor) -> bool:
@@ -286,61 +286,3 @@ def freeze(quantizer: nn.Module) -> nn.Module:
     if isinstance(quantizer, ActivationQuantizer):
         return quantizer.frozen()
     return quantizer
-
-
-@dataclass(frozen=True)
-class FloatFormat:
-    """No quantization (float32)."""
-
-    activation_bits: None = None
-
-    def weight_quantizer(self, out_channels: int) -> nn.Module:
-        return nn.Identity()
-
-    def activation_quantizer(self, signed: bool) -> nn.Module:
-        return nn.Identity()
-
-
-def activation_quantizer(bits: int, signed: bool, power_of_two_step: bool) -> ActivationQuantizer:
-    """A format's activation quantizer: steps ``clip / levels``, or powers of two (``clip / 2^bits``)."""
-    kind = PowerOfTwoActivationQuantizer if power_of_two_step else ActivationQuantizer
-    return kind(bits, signed)
-
-
-@dataclass(frozen=True)
-class IntFormat:
-    """Integer weights (power-of-two scale) and/or activations of the given bit widths.
-
-    ``power_of_two_step``: activation steps are powers of two (``clip / 2^bits``), so requantizing
-    onto them is a shift (DIANA); otherwise ``clip / (2^bits - 1)``.
-    """
-
-    weight_bits: int = 8
-    activation_bits: int = 8
-    power_of_two_step: bool = False
-
-    def weight_quantizer(self, out_channels: int) -> nn.Module:
-        return IntWeightQuantizer(self.weight_bits)
-
-    def activation_quantizer(self, signed: bool) -> nn.Module:
-        return activation_quantizer(self.activation_bits, signed, self.power_of_two_step)
-
-
-@dataclass(frozen=True)
-class TernaryFormat:
-    """Ternary weights with a learned per-channel scale; integer activations (``power_of_two_step``:
-    as :class:`IntFormat`'s)."""
-
-    activation_bits: int = 7
-    power_of_two_step: bool = False
-
-    def weight_quantizer(self, out_channels: int) -> nn.Module:
-        return TernaryWeightQuantizer(out_channels)
-
-    def activation_quantizer(self, signed: bool) -> nn.Module:
-        return activation_quantizer(self.activation_bits, signed, self.power_of_two_step)
-
-
-DataFormat = FloatFormat | IntFormat | TernaryFormat
-
-FLOAT = FloatFormat()
