@@ -4,7 +4,8 @@ During the search every alternative produces all C output channels; the split la
 per channel. Each alternative can express itself as a weight in the searched layer's own shape
 (``dense_weight``), so a layer whose units read the same input format runs ONE convolution over the
 per-channel mixture of weights. At export, an alternative builds a plain sub-layer that computes
-just its channels.
+just its channels. The factories a unit returns to name its alternative (``SameOp``, ``Depthwise``)
+are defined without torch in :mod:`odimo_moo.alternative_factories` and re-exported here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from .alternative_factories import AlternativeFactory, Depthwise, SameOp  # noqa: F401 (re-exported)
 from .quantizers import (ActivationQuantizer, PowerOfTwoActivationQuantizer, activation_gradients, activation_levels,
                          clip_descent_direction, clip_gradient, level_code_dtype)
 from .weight_quantizers import IntegerWeight, integer_weight, scale_weight_channels
@@ -127,14 +129,6 @@ class _MixWeights(torch.autograd.Function):
         return (grad_mask, None, None, *grads)
 
 
-class AlternativeFactory(ABC):
-    """Builds a unit's alternative for one searched layer."""
-
-    @abstractmethod
-    def build(self, source: nn.Module, weight_quantizer: nn.Module) -> Alternative:
-        """The alternative for ``source`` (a Conv2d or Linear) in the unit's weight format."""
-
-
 def _conv_like(source: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None,
                channels: torch.Tensor) -> nn.Module:
     """A Conv2d/Linear configured like ``source`` computing output ``channels`` with ``weight``/``bias``.
@@ -157,13 +151,6 @@ def _conv_like(source: nn.Module, weight: torch.Tensor, bias: torch.Tensor | Non
     return layer
 
 
-class SameOp(AlternativeFactory):
-    """The searched layer's own op, with the unit's weight quantizer on the shared weight."""
-
-    def build(self, source: nn.Module, weight_quantizer: nn.Module) -> Alternative:
-        return SameOpAlternative(weight_quantizer)
-
-
 class SameOpAlternative(Alternative):
     def dense_weight(self, shared_weight: torch.Tensor) -> torch.Tensor:
         return self.weight_quantizer(shared_weight)
@@ -179,15 +166,6 @@ class SameOpAlternative(Alternative):
     def export_integer_weight(self, shared_weight: torch.Tensor, channels: torch.Tensor) -> IntegerWeight | None:
         whole = integer_weight(self.weight_quantizer, shared_weight)
         return None if whole is None else whole.channels(channels)
-
-
-class Depthwise(AlternativeFactory):
-    """A depthwise conv with the searched layer's kernel, stride and padding (needs Cin == Cout)."""
-
-    def build(self, source: nn.Module, weight_quantizer: nn.Module) -> Alternative:
-        if not isinstance(source, nn.Conv2d) or source.in_channels != source.out_channels or source.groups != 1:
-            raise ValueError("a depthwise alternative needs a Conv2d with groups=1 and in_channels == out_channels")
-        return DepthwiseAlternative(source, weight_quantizer)
 
 
 class DepthwiseAlternative(Alternative):

@@ -9,17 +9,20 @@ cost gradient is the exact discrete difference of the formulas' values
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # tensor methods only: a SoC plugin importing these does not import torch
+    import torch
 
 
 def ste_ceil(x: torch.Tensor) -> torch.Tensor:
     """``ceil(x)`` forward, identity gradient."""
-    return x + (torch.ceil(x) - x).detach()
+    return x + (x.ceil() - x).detach()
 
 
 def ste_floor(x: torch.Tensor) -> torch.Tensor:
     """``floor(x)`` forward, identity gradient."""
-    return x + (torch.floor(x) - x).detach()
+    return x + (x.floor() - x).detach()
 
 
 def gate(n: torch.Tensor) -> torch.Tensor:

@@ -15,23 +15,26 @@ A formula may use only:
 Formulas are parsed with :mod:`ast` and checked node by node; anything else is a
 :class:`~odimo_moo.errors.UsageError` at load time. The checked tree is compiled into torch
 closures over a :class:`~odimo_moo.layer_spec.LayerTable`, so a formula is vectorized over layers
-and differentiable in ``n``. Nothing is ever passed to ``eval``/``exec``. A unit's cycles are 0 when
-``n == 0`` whatever its formula says (see :meth:`odimo_moo.soc.ComputeUnit.cycles`).
+and differentiable in ``n``; compiling one does not import torch (evaluating it does). Nothing is
+ever passed to ``eval``/``exec``. A unit's cycles are 0 when ``n == 0`` whatever its formula says
+(see :meth:`odimo_moo.soc.ComputeUnit.cycles`).
 """
 
 from __future__ import annotations
 
 import ast
+import operator
 import warnings
 from dataclasses import dataclass
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from .cost_primitives import gate, ste_ceil, ste_floor
 from .errors import UsageError
 from .layer_spec import LayerTable
 from .soc import CycleFormula
+
+if TYPE_CHECKING:
+    import torch
 
 VARIABLES = ("n", "in_channels", "cin", "out_channels", "kh", "kw", "k", "sh", "sw", "groups", "ho", "wo")
 
@@ -39,14 +42,14 @@ VARIABLES = ("n", "in_channels", "cin", "out_channels", "kh", "kw", "k", "sh", "
 def _maximum(*args: torch.Tensor) -> torch.Tensor:
     result = args[0]
     for arg in args[1:]:
-        result = torch.maximum(result, arg)
+        result = result.maximum(arg)
     return result
 
 
 def _minimum(*args: torch.Tensor) -> torch.Tensor:
     result = args[0]
     for arg in args[1:]:
-        result = torch.minimum(result, arg)
+        result = result.minimum(arg)
     return result
 
 
@@ -63,7 +66,7 @@ FUNCTIONS: dict[str, _Function] = {
     "gate": _Function(gate, 1, 1),
     "max": _Function(_maximum, 2, None),
     "min": _Function(_minimum, 2, None),
-    "abs": _Function(torch.abs, 1, 1),
+    "abs": _Function(operator.abs, 1, 1),
 }
 
 
@@ -76,17 +79,17 @@ def _mod(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 _BINARY: dict[type, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    ast.Add: torch.add,
-    ast.Sub: torch.sub,
-    ast.Mult: torch.mul,
-    ast.Div: torch.div,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
     ast.FloorDiv: _floor_div,
     ast.Mod: _mod,
-    ast.Pow: torch.pow,
+    ast.Pow: operator.pow,
 }
 
 _UNARY: dict[type, Callable[[torch.Tensor], torch.Tensor]] = {
-    ast.USub: torch.neg,
+    ast.USub: operator.neg,
     ast.UAdd: lambda x: x,
 }
 
@@ -144,8 +147,14 @@ class _Env:
             "wo": layers.wo,
         }
 
+    def constant(self, value: float) -> torch.Tensor:
+        """A number of the formula, as a float64 scalar on the device of ``n``."""
+        import torch
 
-_Node = Callable[[_Env], torch.Tensor]
+        return torch.full((), value, dtype=torch.float64, device=self.device)
+
+
+_Node = Callable[[_Env], "torch.Tensor"]
 
 
 class FormulaError(UsageError):
@@ -164,7 +173,7 @@ def _compile_node(node: ast.AST) -> _Node:
             value = float(node.value)
         except OverflowError:  # an int literal beyond float range
             raise _reject(node, "number too large") from None
-        return lambda env: torch.full((), value, dtype=torch.float64, device=env.device)
+        return lambda env: env.constant(value)
     if isinstance(node, ast.Name):
         if node.id not in VARIABLES:
             what = "function name used as a value" if node.id in FUNCTIONS else "unknown name"

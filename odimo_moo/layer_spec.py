@@ -2,7 +2,8 @@
 
 A :class:`LayerSpec` describes one Conv2d or Linear layer with PyTorch's attribute names. A
 :class:`LayerTable` stacks many specs into tensors so that cost formulas, written with torch
-operations, evaluate every layer of a network in one vectorized call.
+operations, evaluate every layer of a network in one vectorized call. Importing this module does not
+import torch (SoC plugins build specs and formulas while ``odimo plugins`` lists them); a table does.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, fields
-from typing import Sequence
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Sequence
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class OpKind(enum.Enum):
@@ -76,6 +78,8 @@ class LayerSpec:
     @classmethod
     def from_module(cls, module: nn.Module, output_size: tuple[int, int] = (1, 1)) -> "LayerSpec":
         """Spec of a ``nn.Conv2d`` or ``nn.Linear`` whose output has spatial size ``output_size``."""
+        from torch import nn
+
         if isinstance(module, nn.Conv2d):
             return cls(OpKind.CONV2D, module.in_channels, module.out_channels, _pair(module.kernel_size),
                        _pair(module.stride), module.groups, _pair(output_size))
@@ -178,6 +182,8 @@ class LayerTable:
 
     @classmethod
     def from_specs(cls, specs: Sequence[LayerSpec], device: torch.device | str | None = None) -> "LayerTable":
+        import torch
+
         def column(values: list[int]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float64, device=device)
 

@@ -1,26 +1,28 @@
 """System-on-chip model: compute units, their cost formulas, data formats and alternatives.
 
 A :class:`ComputeUnit` says which layers it can run, what op it runs for a searched layer (its
-:class:`~odimo_moo.alternatives.AlternativeFactory`), its data format, its power, and a
+:class:`~odimo_moo.alternative_factories.AlternativeFactory`), its data format, its power, and a
 differentiable latency model ``cycles(layers, n)`` over a :class:`LayerTable`. A :class:`SoC`
 groups units with a clock and an energy model; the default energy model is active + idle power.
+Defining a SoC does not import torch (``odimo plugins`` lists SoCs without it); costing one does.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import torch
-
-from .alternatives import AlternativeFactory, SameOp
+from .alternative_factories import AlternativeFactory, SameOp
 from .cost_primitives import active_idle_energy
+from .data_formats import FLOAT, DataFormat
 from .errors import UsageError
 from .layer_spec import LayerSpec, LayerTable
-from .quantizers import FLOAT, DataFormat
 
-CycleFormula = Callable[[LayerTable, torch.Tensor], torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+CycleFormula = Callable[[LayerTable, "torch.Tensor"], "torch.Tensor"]
 SupportTest = Callable[[LayerSpec], bool]
 
 
@@ -47,6 +49,8 @@ class ComputeUnit(ABC):
     def cycles(self, layers: LayerTable, n: torch.Tensor) -> torch.Tensor:
         """Gated latency: exactly 0 when ``n == 0``, whatever the formula gives there (constant terms,
         or a division that is infinite at 0)."""
+        import torch
+
         raw = self.raw_cycles(layers, n)
         return torch.where(n > 0, raw, torch.zeros_like(raw))
 
@@ -128,6 +132,8 @@ class SoC:
 
     def unit_cycles(self, layers: LayerTable, counts: torch.Tensor) -> torch.Tensor:
         """Per-unit cycles ``[K, L]`` for channel counts ``counts[k, l]``."""
+        import torch
+
         return torch.stack([unit.cycles(layers, counts[k]) for k, unit in enumerate(self.units)])
 
     def check_cycles(self, layers: LayerTable, counts: torch.Tensor, cycles: torch.Tensor,
@@ -135,6 +141,8 @@ class SoC:
         """Refuse cycle counts that are not finite and >= 0 where ``used`` (``[K, N]``, like
         ``cycles`` and ``counts``; column ``j`` is layer ``layers[j]``): a formula's error names the SoC,
         the unit, the layer, the channel count and the value, instead of becoming a result."""
+        import torch
+
         bad = used & ~(torch.isfinite(cycles) & (cycles >= 0))
         if not bool(bad.any()):
             return
@@ -149,6 +157,8 @@ class SoC:
         Default: each unit draws its active power while it runs and its idle power until the layer ends.
         SoCs whose power is not additive per unit (DIANA) override this.
         """
+        import torch
+
         active = torch.tensor([u.active_power_mw for u in self.units], dtype=unit_cycles.dtype,
                               device=unit_cycles.device)
         idle = torch.tensor([u.idle_power_mw for u in self.units], dtype=unit_cycles.dtype,

@@ -9,14 +9,17 @@ no channels on the cluster costs it nothing (the reference charged it anyway).
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from odimo_moo.alternatives import AlternativeFactory, Depthwise, SameOp
+from odimo_moo.alternative_factories import AlternativeFactory, Depthwise, SameOp
 from odimo_moo.cost_primitives import gate, ste_ceil
+from odimo_moo.data_formats import IntFormat
 from odimo_moo.hookspecs import hookimpl
 from odimo_moo.layer_spec import LayerSpec, LayerTable, OpKind
-from odimo_moo.quantizers import IntFormat
 from odimo_moo.soc import FormulaUnit, SoC
+
+if TYPE_CHECKING:  # torch is imported where a cost is computed: `odimo plugins` lists SoCs without it
+    import torch
 
 FREQUENCY_HZ = 260e6
 CLUSTER_MW = 168.0
@@ -26,6 +29,8 @@ IDLE_MW = 1.32
 
 def cluster_cycles(layers: LayerTable, n: torch.Tensor) -> torch.Tensor:
     """ceil(Ho/2)*ceil(Wo/8) * (gate(n)*2*k*k*Cin + ceil(n/4)*(14*ceil(k*k*Cin/4) + 15)); Cin per group."""
+    import torch
+
     kernel = layers.kh * layers.kw
     cin = layers.in_channels / layers.groups
     tiles = torch.ceil(layers.ho / 2) * torch.ceil(layers.wo / 8)

@@ -6,14 +6,17 @@ Formulas and constants: docs/DESIGN.md section 2.4. Checked against the referenc
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from odimo_moo.cost_primitives import gate, ste_ceil
+from odimo_moo.data_formats import IntFormat, TernaryFormat
 from odimo_moo.hookspecs import hookimpl
 from odimo_moo.layer_spec import LayerSpec, LayerTable, OpKind
 from odimo_moo.manual_mapping import ManualMapping, SearchedLayer
-from odimo_moo.quantizers import IntFormat, TernaryFormat
 from odimo_moo.soc import FormulaUnit, SoC
+
+if TYPE_CHECKING:  # torch is imported where a cost is computed: `odimo plugins` lists SoCs without it
+    import torch
 
 FREQUENCY_HZ = 260e6
 DIGITAL_MW = 24.96
@@ -26,6 +29,8 @@ ANALOG_STEP_CYCLES = 70 * 0.26  # 70 ns per analog compute step at 260 MHz
 
 def digital_cycles(layers: LayerTable, n: torch.Tensor) -> torch.Tensor:
     """ceil((n/groups)/16) * Cin * ceil(Wo/16) * Ho * kx*ky + gate(n) * Ho*Wo*(n + Cin)/8."""
+    import torch
+
     compute = (ste_ceil(n / layers.groups / 16) * layers.in_channels * torch.ceil(layers.wo / 16)
                * layers.ho * layers.kh * layers.kw)
     transfer = gate(n) * layers.ho * layers.wo * (n + layers.in_channels) / 8
@@ -34,6 +39,8 @@ def digital_cycles(layers: LayerTable, n: torch.Tensor) -> torch.Tensor:
 
 def analog_unroll(layers: LayerTable, n: torch.Tensor) -> torch.Tensor:
     """Largest u in {1, 2, 4, 8} with u*n <= 512 and (u + kx - 1) * max(64, Cin) * ky <= 1152, else 1."""
+    import torch
+
     rows_per_column = torch.clamp(layers.in_channels, min=64) * layers.kh
     unroll = torch.ones_like(layers.in_channels)
     for candidate in (2.0, 4.0, 8.0):
@@ -45,6 +52,8 @@ def analog_unroll(layers: LayerTable, n: torch.Tensor) -> torch.Tensor:
 
 def analog_cycles(layers: LayerTable, n: torch.Tensor) -> torch.Tensor:
     """gate(n) * 8*Cin*kx*ky + ceil(n/512) * ceil(Cin/128) * Ho*Wo/u * 70 * 0.26."""
+    import torch
+
     weight_load = gate(n) * 8 * layers.in_channels * layers.kh * layers.kw
     steps = (ste_ceil(n / ANALOG_COLUMNS) * torch.ceil(layers.in_channels / 128) * layers.ho * layers.wo
              / analog_unroll(layers, n))
@@ -63,6 +72,8 @@ class DianaSoC(SoC):
     """DIANA's power is not additive per unit: both units active draw 42.39 mW, not 24.96 + 28.74."""
 
     def energy(self, unit_cycles: torch.Tensor, latency: torch.Tensor) -> torch.Tensor:
+        import torch
+
         digital, analog = unit_cycles[0], unit_cycles[1]
         overlap = torch.minimum(digital, analog)
         return BOTH_MW * overlap + ANALOG_MW * (analog - overlap) + DIGITAL_MW * (digital - overlap)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import math
 
 import pytest
@@ -45,6 +46,21 @@ def test_example_soc_shape(example):
     assert example.default_unit == "cpu"
     assert [(u.active_power_mw, u.idle_power_mw) for u in example.units] == [(45, 2), (120, 4), (20, 1)]
     assert [u.data_format for u in example.units] == [IntFormat(8, 8)] * 3
+
+
+def test_shipped_files_pass_the_formula_sample_check_the_plugin_skips():
+    """The yaml_socs plugin registers its files without sampling their formulas (that would import
+    torch during `odimo plugins`): the sample check runs here instead."""
+    folder = importlib.resources.files("odimo_moo.soc_plugins")
+    shipped = sorted(item.name for item in folder.iterdir() if item.name.endswith((".yaml", ".yml")))
+    assert shipped == [soc.name + ".yaml" for soc in yaml_socs.odimo_register_socs()]
+    for name in shipped:
+        parse_soc(folder.joinpath(name).read_text(encoding="utf-8"), name)  # raises on a bad formula
+    negative = yaml.safe_dump({"name": "s", "default_unit": "u", "frequency_hz": 1,
+                               "units": {"u": {"active_power_mw": 1, "cycles": "n - 1000"}}})
+    with pytest.raises(UsageError, match="formula gives -968.0 cycles"):
+        parse_soc(negative, "negative.yaml")
+    assert parse_soc(negative, "negative.yaml", sample_formulas=False).unit_names == ("u",)
 
 
 def test_example_formula_values(example):

@@ -1,19 +1,23 @@
 """Model registry entries and the lookup that builds a registered model by name.
 
 Plugins return :class:`ModelEntry` objects from the ``odimo_register_models`` hook; the built-in
-ones live in :mod:`odimo_moo.models.builtin`.
+ones live in :mod:`odimo_moo.models.builtin` and name their builders with :class:`LazyBuilder`, so
+that registering them (``odimo plugins``) does not import torch.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
-
-from torch import nn
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import UsageError
 from ..registry import Registered, pick
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,31 @@ class ModelEntry:
     name: str
     build: Callable[..., nn.Module]
     description: str
+
+
+@dataclass(frozen=True)
+class LazyBuilder:
+    """The builder ``function`` of ``module`` (with keyword options ``preset``), imported on first use.
+
+    It is called, and :func:`inspect.signature` reads it, like the function itself (with ``preset``
+    applied as by :func:`functools.partial`), so :func:`build_model` checks options against it.
+    """
+
+    module: str
+    function: str
+    preset: Mapping[str, Any] = field(default_factory=dict)
+
+    def resolve(self) -> Callable[..., nn.Module]:
+        """The builder itself (importing ``module``)."""
+        builder = getattr(importlib.import_module(self.module), self.function)
+        return functools.partial(builder, **self.preset) if self.preset else builder
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self.resolve())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module:
+        return self.resolve()(*args, **kwargs)
 
 
 def build_model(registry_models: Mapping[str, Any], name: str, num_classes: int, in_channels: int,
@@ -60,4 +89,4 @@ def build_model(registry_models: Mapping[str, Any], name: str, num_classes: int,
     return entry.build(num_classes=num_classes, in_channels=in_channels, input_size=tuple(input_size), **options)
 
 
-__all__ = ["ModelEntry", "build_model"]
+__all__ = ["LazyBuilder", "ModelEntry", "build_model"]
