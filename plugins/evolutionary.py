@@ -10,15 +10,14 @@ error of the warmed-up supernet with the mapping forced, and the network cost of
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from odimo_moo.errors import UsageError
 from odimo_moo.hookspecs import hookimpl
-from odimo_moo.oneshot import (SEARCH_DEFAULTS, OneShotSearch, SearchBudget, finetune_front,
-                              fixed_mapping_recipe_defaults)
-from odimo_moo.recipe import Recipe
 from odimo_moo.strategy import Outcome, Strategy
-from odimo_moo.workbench import Workbench
+
+if TYPE_CHECKING:  # torch-heavy: imported where a strategy runs, so that `odimo plugins` lists it fast
+    from odimo_moo.workbench import Workbench
 
 
 class EvolutionaryMapping(Strategy):
@@ -27,10 +26,14 @@ class EvolutionaryMapping(Strategy):
                    "front points trained like every method's (search + fine-tune epochs)")
 
     def defaults(self) -> dict[str, Any]:
+        from odimo_moo.oneshot import SEARCH_DEFAULTS, fixed_mapping_recipe_defaults
+
         return {**fixed_mapping_recipe_defaults(), **SEARCH_DEFAULTS, "population": 20}
 
     def run(self, bench: Workbench, params: Mapping[str, Any], workdir: Path) -> list[Outcome]:
-        from odimo_moo.nsga2_mapping import evolve  # pymoo and scipy: imported when an evolution runs
+        from odimo_moo.nsga2_mapping import evolve
+        from odimo_moo.oneshot import OneShotSearch, SearchBudget, finetune_front
+        from odimo_moo.recipe import Recipe
 
         values = {**self.defaults(), **params}
         budget = SearchBudget.pop_from(values)

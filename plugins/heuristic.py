@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from odimo_moo.errors import UsageError
 from odimo_moo.hookspecs import hookimpl
-from odimo_moo.layer_splits import SplitFinder, balanced_split, min_latency_split
-from odimo_moo.manual_mapping import manual_counts
-from odimo_moo.oneshot import fixed_mapping_recipe_defaults
-from odimo_moo.recipe import Recipe
-from odimo_moo.searchable import ODiMO
 from odimo_moo.strategy import Outcome, Strategy
-from odimo_moo.workbench import Workbench
+
+if TYPE_CHECKING:  # torch-heavy: imported where a strategy runs, so that `odimo plugins` lists it fast
+    from odimo_moo.layer_splits import SplitFinder
+    from odimo_moo.searchable import ODiMO
+    from odimo_moo.workbench import Workbench
 
 Counts = dict[str, list[int]]
 EVERY = "all"
-PER_LAYER: dict[str, SplitFinder] = {"min_latency": min_latency_split, "balanced": balanced_split}
 
 
 def per_layer_counts(model: ODiMO, finder: SplitFinder) -> Counts:
@@ -52,6 +50,9 @@ def single_unit_counts(model: ODiMO, unit: str) -> Counts:
 
 def catalogue(bench: Workbench, model: ODiMO) -> dict[str, Callable[[], Counts]]:
     """Every heuristic that applies to the setup, by name, as a function computing its counts."""
+    from odimo_moo.layer_splits import balanced_split, min_latency_split
+    from odimo_moo.manual_mapping import manual_counts
+
     assert bench.registry is not None
     found: dict[str, Callable[[], Counts]] = {}
     for index, unit in enumerate(model.soc.unit_names):
@@ -60,7 +61,7 @@ def catalogue(bench: Workbench, model: ODiMO) -> dict[str, Callable[[], Counts]]
     for name, entry in bench.registry.heuristics().items():
         if entry.obj.soc == model.soc.name:
             found[name] = lambda mapping=entry.obj: manual_counts(model, mapping)
-    for name, finder in PER_LAYER.items():
+    for name, finder in (("min_latency", min_latency_split), ("balanced", balanced_split)):
         found[name] = lambda finder=finder: per_layer_counts(model, finder)
     return found
 
@@ -75,9 +76,13 @@ class HeuristicMappings(Strategy):
                    "min-latency and balanced splits), each trained for search + fine-tune epochs")
 
     def defaults(self) -> dict[str, Any]:
+        from odimo_moo.oneshot import fixed_mapping_recipe_defaults
+
         return {"mapping": EVERY, **fixed_mapping_recipe_defaults()}
 
     def run(self, bench: Workbench, params: Mapping[str, Any], workdir: Path) -> list[Outcome]:
+        from odimo_moo.recipe import Recipe
+
         values = {**self.defaults(), **params}
         choice = str(values.pop("mapping"))
         recipe = Recipe.from_params(values)

@@ -4,18 +4,15 @@ fine-tune under the frozen mapping, export."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
-
-from odimo_moo.checkpoint import atomic_write_json
-from odimo_moo.cost_target import CostTarget
 from odimo_moo.hookspecs import hookimpl
-from odimo_moo.recipe import Recipe
 from odimo_moo.strategy import Outcome, Strategy
-from odimo_moo.target_landing import land_on_target
-from odimo_moo.training import PhaseSpec, assignment_optimizer, weights_optimizer
-from odimo_moo.workbench import Workbench
+
+if TYPE_CHECKING:  # torch-heavy: imported where a strategy runs, so that `odimo plugins` lists it fast
+    import torch
+
+    from odimo_moo.workbench import Workbench
 
 
 #: lambda at the start of a search to a cost target (unless the recipe gives one): low, so that the
@@ -28,9 +25,17 @@ class ODiMOSearch(Strategy):
     description = "gradient search of per-channel mappings (ODiMO), one network per lambda"
 
     def defaults(self) -> dict[str, Any]:
+        from odimo_moo.recipe import Recipe
+
         return Recipe().as_dict()
 
     def run(self, bench: Workbench, params: Mapping[str, Any], workdir: Path) -> list[Outcome]:
+        from odimo_moo.checkpoint import atomic_write_json
+        from odimo_moo.cost_target import CostTarget
+        from odimo_moo.recipe import Recipe
+        from odimo_moo.target_landing import land_on_target
+        from odimo_moo.training import PhaseSpec, assignment_optimizer, weights_optimizer
+
         recipe = Recipe.from_params(params)
         model, warmup_history = bench.warm_supernet(recipe)
         runner = bench.runner(model, recipe, workdir / "checkpoints")

@@ -7,17 +7,13 @@ splits per layer (every split 0..C equally likely for two units), drawn with the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping
 
 from odimo_moo.hookspecs import hookimpl
-from odimo_moo.genome import random_genomes
-from odimo_moo.oneshot import (SEARCH_DEFAULTS, OneShotSearch, SearchBudget, finetune_front,
-                              fixed_mapping_recipe_defaults)
-from odimo_moo.recipe import Recipe
 from odimo_moo.strategy import Outcome, Strategy
-from odimo_moo.workbench import Workbench
+
+if TYPE_CHECKING:  # torch-heavy: imported where a strategy runs, so that `odimo plugins` lists it fast
+    from odimo_moo.workbench import Workbench
 
 BATCH = 64
 
@@ -28,9 +24,17 @@ class RandomMapping(Strategy):
                    "(search + fine-tune epochs)")
 
     def defaults(self) -> dict[str, Any]:
+        from odimo_moo.oneshot import SEARCH_DEFAULTS, fixed_mapping_recipe_defaults
+
         return {**fixed_mapping_recipe_defaults(), **SEARCH_DEFAULTS}
 
     def run(self, bench: Workbench, params: Mapping[str, Any], workdir: Path) -> list[Outcome]:
+        import torch
+
+        from odimo_moo.genome import random_genomes
+        from odimo_moo.oneshot import OneShotSearch, SearchBudget, finetune_front
+        from odimo_moo.recipe import Recipe
+
         values = {**self.defaults(), **params}
         budget = SearchBudget.pop_from(values)
         recipe = Recipe.from_params(values)

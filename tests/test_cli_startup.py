@@ -111,6 +111,35 @@ def test_help_and_version_do_not_import_torch():
     assert result.returncode == 0, result.stderr
 
 
+def test_plugins_lists_everything_without_importing_torch():
+    """`odimo plugins` builds every registered SoC, strategy, model and heuristic in one fresh process
+    without importing torch or any other heavy library: they are imported when a cost is computed, a
+    model built or a strategy run."""
+    script = textwrap.dedent('''
+        import contextlib, io, json, sys
+        from odimo_moo.cli import main
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(["plugins", "--json"]) == 0
+        listing = json.loads(out.getvalue())
+        heavy = sorted(m for m in ("torch", "torchvision", "numpy", "scipy", "sklearn", "matplotlib", "optuna",
+                                   "pymoo") if m in sys.modules)
+        print(json.dumps({"heavy": heavy, "listing": listing}))
+    ''')
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["heavy"] == []
+    listing = report["listing"]
+    assert {"darkside", "diana", "example_npu"} <= {soc["name"] for soc in listing["socs"]}
+    assert {"odimo", "evolutionary", "random_mapping", "heuristic"} <= {s["name"] for s in listing["strategies"]}
+    assert {"resnet20", "mobilenetv1_darkside_tiny"} <= {m["name"] for m in listing["models"]}
+    assert [h["name"] for h in listing["heuristics"]] == ["first_last_digital"]
+    diana = next(soc for soc in listing["socs"] if soc["name"] == "diana")
+    assert diana["units"][1]["format"] == {"type": "TernaryFormat", "activation_bits": 7, "power_of_two_step": True}
+    assert diana["energy_model"].startswith("custom (DianaSoC.energy")
+
+
 @pytest.mark.parametrize("command", ["search", "compare"])
 def test_threads_reach_torch_before_the_strategy_runs(tmp_path: Path, probe: Path, command: str):
     torch.set_num_threads(1)
