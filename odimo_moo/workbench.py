@@ -4,7 +4,6 @@ phases (cached lambda-free warmup, checkpointed fine-tune, evaluation, export an
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -19,12 +18,13 @@ from torch import nn
 
 from .batchnorm import CALIBRATION_BATCHES
 from .checkpoint import atomic_write_json, check_writable
-from .devices import DEVICES, resolve_device
+from .devices import resolve_device
 from .errors import UsageError
 from .models import build_model
 from .recipe import Recipe
 from .registry import PluginRegistry, pick
-from .searchable import METRICS, ODiMO
+from .searchable import ODiMO
+from .setup_settings import Setup
 from .soc import SoC
 from .split_layer import MaskMode
 from .strategy import Outcome
@@ -32,38 +32,6 @@ from .training import PhaseRunner, PhaseSpec, evaluate, seed_everything, weights
 
 if TYPE_CHECKING:
     from .data import DataBundle
-
-@dataclass(frozen=True)
-class Setup:
-    """A problem instance: which SoC, model, data and cost metric; shared by every strategy."""
-
-    soc: str = "diana"
-    model: str = "resnet8"
-    dataset: str = "digits"
-    metric: str = "latency"
-    data_root: str | None = None
-    download: bool = False
-    data_limit: int | None = None
-    image_size: int | None = None
-    val_fraction: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    plugins: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise UsageError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}")
-        if self.device not in DEVICES:
-            raise UsageError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that change what is trained (not where or how verbosely)."""
-        data = dataclasses.asdict(self)
-        for key in ("device", "progress", "plugins"):
-            data.pop(key)
-        return data
 
 
 def _digest(payload: Mapping[str, Any]) -> str:

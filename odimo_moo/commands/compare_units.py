@@ -16,8 +16,9 @@ from ..devices import resolve_device
 from ..errors import UsageError
 from ..recipe import Recipe
 from ..registry import PluginRegistry, pick
+from ..setup_settings import Setup
 from ..strategy import Outcome, Strategy
-from ..workbench import Setup, Workbench
+from ..workbench import Workbench
 from .common import build_setup
 from .compare_plan import LAMBDA_PARAMETER, Plan, route_parameters
 

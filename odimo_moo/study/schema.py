@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from ..setup_settings import METRIC_NAMES, SETUP_SETTINGS
+from ..setup_settings import METRIC_NAMES, SETUP_SETTINGS, Setup
 from ..strategy import COST_FIELDS
 from . import constraints as constraint_rules
 from .constraints import Constraint
@@ -137,11 +137,9 @@ class StudyConfig:
         """Names of the study's objectives, in Optuna's order: validation accuracy, then the costs."""
         return ["val_accuracy"] + [COST_FIELDS[m] for m in self.metrics]
 
-    def setup(self, progress: bool = True) -> Any:
-        """The :class:`~odimo_moo.workbench.Setup` every trial of the study shares: the study's
+    def setup(self, progress: bool = True) -> Setup:
+        """The :class:`~odimo_moo.setup_settings.Setup` every trial of the study shares: the study's
         fields of the same names; the first metric is the cost in ODiMO's loss."""
-        from ..workbench import Setup
-
         own = {f.name for f in dataclasses.fields(self)}
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(Setup) if f.name in own}
         return Setup(**shared, metric=self.metrics[0], progress=progress)
