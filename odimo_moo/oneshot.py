@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from . import phases
 from .batchnorm import CALIBRATION_BATCHES, preserved_batchnorm, recalibrate_batchnorm
 from .checkpoint import atomic_write_json
 from .errors import UsageError
@@ -33,16 +34,6 @@ from .recipe import Recipe
 from .searchable import ODiMO
 from .strategy import COST_FIELDS, Outcome
 from .workbench import Workbench
-
-#: Recipe fields only the gradient search reads; strategies that train fixed mappings leave them out.
-#: (``search_epochs`` is not one of them: a fixed mapping trains ``search_epochs + finetune_epochs``.)
-LAMBDA_SEARCH_FIELDS = ("nas_lr", "cost_weight", "lambda_ramp", "temperature", "temperature_decay", "gumbel")
-
-
-def fixed_mapping_recipe_defaults() -> dict[str, Any]:
-    """The recipe fields of a strategy that trains fixed mappings from the shared warmup."""
-    return {k: v for k, v in Recipe().as_dict().items() if k not in LAMBDA_SEARCH_FIELDS}
-
 
 #: Search settings shared by the one-shot strategies (everything else of their params is the recipe).
 SEARCH_DEFAULTS: dict[str, Any] = {"evaluations": 200, "max_seconds": 0.0, "clock": "wall", "finetune_top": 3,
@@ -252,7 +243,7 @@ def finetune_front(bench: Workbench, recipe: Recipe, search: OneShotSearch, work
     """Write ``search.json`` and train ``finetune_top`` points of the archive (:func:`choose_points`:
     spread along its front, then the next fronts if the front has fewer), each from a fresh copy of
     the warmed-up supernet, for ``search_epochs + finetune_epochs`` epochs with the same recipe as
-    every strategy (:meth:`~odimo_moo.workbench.Workbench.train_mapping_and_report`).
+    every strategy (:func:`odimo_moo.phases.train_mapping`).
 
     Each outcome carries an equal share of the search (mappings scored, images, wall and CPU
     seconds), so the outcomes of one run add up to the run's totals; the budget and the whole
@@ -269,10 +260,11 @@ def finetune_front(bench: Workbench, recipe: Recipe, search: OneShotSearch, work
               "one_shot_evaluated": len(search.archive), "search_wall_s": search.elapsed}
     outcomes = []
     for index, point in enumerate(chosen):
-        model, history = bench.warm_supernet(recipe)
+        model, history = phases.warmup(bench, recipe)
         model.force_counts(genome_to_counts(model, point.genome))
         label = f"point {index + 1}/{len(chosen)} (one-shot val acc {point.val_accuracy:.3f})"
-        outcomes.append(bench.train_mapping_and_report(
-            model, recipe, workdir / f"point-{index:02d}", strategy,
-            {**record, "one_shot_val_accuracy": point.val_accuracy}, history, label=label, oneshot=share))
+        folder = workdir / f"point-{index:02d}"
+        history, selected = phases.train_mapping(bench, model, recipe, folder, history)
+        outcomes.append(bench.report(model, folder, strategy, {**record, "one_shot_val_accuracy": point.val_accuracy},
+                                     history, label, share, selected))
     return outcomes

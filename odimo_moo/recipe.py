@@ -22,12 +22,22 @@ LR_SCHEDULES = ("cosine", "constant")
 #: the front on every SoC.
 DEFAULT_LAMBDAS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
+#: The recipe keys only the gradient search reads; strategies that train fixed mappings leave them out.
+#: (``search_epochs`` is not one of them: a fixed mapping trains ``search_epochs + finetune_epochs``.)
+SEARCH_ONLY_KEYS = ("nas_lr", "lambda", "lambda_ramp", "temperature", "temperature_decay", "gumbel")
+
+#: Where a run's identity (checkpoint fingerprint, seed of each phase's random streams; see
+#: :meth:`Recipe.identity`) spells a key otherwise: lambda was first hashed as ``cost_weight``, and
+#: keeping that spelling keeps the identity, and so the results, of every run written before.
+IDENTITY_SPELLING = {"lambda": "cost_weight"}
+
 
 @dataclass(frozen=True)
 class Recipe:
     """Hyperparameters of warmup, search and fine-tune.
 
-    ``cost_weight`` is lambda, the weight of the dimensionless cost term ``ln(cost / cost with every
+    ``lambda_`` is lambda (key ``lambda``: a trailing ``_`` only escapes a Python keyword, see
+    :func:`key_of`), the weight of the dimensionless cost term ``ln(cost / cost with every
     searched layer on the SoC's default unit)``: lowering the cost by 1 % is worth lambda / 100 of task
     loss on any SoC (see :data:`DEFAULT_LAMBDAS`). During search it ramps linearly from lambda/100 to
     lambda over the first ``lambda_ramp`` fraction of the epochs (0 disables the ramp). The softmax temperature
@@ -39,7 +49,7 @@ class Recipe:
     warmed-up supernet, ``search_epochs + finetune_epochs`` under the frozen mapping: exactly the
     training every fixed-mapping baseline gets, so a comparison judges the mappings alone) or
     ``scratch`` (a fresh initialisation, ``finetune_epochs``). A ``cost_target`` > 0 (in the setup
-    metric's unit: cycles or microjoules) searches to that cost: lambda starts at ``cost_weight`` (0.01
+    metric's unit: cycles or microjoules) searches to that cost: lambda starts at ``lambda_`` (0.01
     if 0) and is adapted every step (:class:`odimo_moo.cost_target.CostTarget`), without the ramp.
     ``deploy_format`` (with ``quantize``) trains as deployed: the layers that are not searched run in
     their unit's data format in every phase, and the fine-tune folds BatchNorm into the layer before
@@ -55,7 +65,7 @@ class Recipe:
     weight_decay: float = 1e-4
     optimizer: str = "adam"
     lr_schedule: str = "cosine"
-    cost_weight: float = 0.0
+    lambda_: float = 0.0
     lambda_ramp: float = 0.5
     parametrization: str = "thermometric"
     init: str = "balanced"
@@ -81,8 +91,8 @@ class Recipe:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise UsageError(f"recipe: {name} must be a positive number, got {value}")
-        if self.cost_weight < 0 or not math.isfinite(self.cost_weight):
-            raise UsageError(f"recipe: cost_weight (lambda) must be >= 0, got {self.cost_weight}")
+        if self.lambda_ < 0 or not math.isfinite(self.lambda_):
+            raise UsageError(f"recipe: lambda must be >= 0, got {self.lambda_}")
         if not 0 <= self.lambda_ramp <= 1:
             raise UsageError(f"recipe: lambda_ramp must be in [0, 1], got {self.lambda_ramp}")
         if self.cost_target < 0 or not math.isfinite(self.cost_target):
@@ -100,32 +110,39 @@ class Recipe:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "Recipe":
-        """Build from a flat mapping; ``lambda`` is accepted as an alias of ``cost_weight``."""
-        values = dict(params)
-        if "lambda" in values:
-            values["cost_weight"] = values.pop("lambda")
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(known))
+        """Build from a flat mapping of recipe keys (:meth:`kinds`), each converted to its field's type."""
+        known = {key_of(f.name): f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - set(known))
         if unknown:
-            raise UsageError(f"unknown training parameter(s) {', '.join(unknown)}; known: "
-                             f"lambda, {', '.join(known)}")
+            raise UsageError(f"unknown training parameter(s) {', '.join(unknown)}; known: {', '.join(known)}")
         converted = {}
-        for name, value in values.items():
-            kind = type(known[name].default)
+        for key, value in params.items():
+            kind = type(known[key].default)
             try:
-                converted[name] = _convert(kind, value)
+                converted[known[key].name] = _convert(kind, value)
             except (TypeError, ValueError, OverflowError) as exc:
-                raise UsageError(f"training parameter {name}={value!r} is not a valid {kind.__name__}") from exc
+                raise UsageError(f"training parameter {key}={value!r} is not a valid {kind.__name__}") from exc
         return cls(**converted)
+
+    @classmethod
+    def kinds(cls) -> dict[str, type]:
+        """Each recipe key's type, by key as settings, ``--set`` and records name it (``lambda``, not
+        ``lambda_``)."""
+        return {key_of(f.name): type(f.default) for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def fixed_mapping_defaults(cls) -> dict[str, Any]:
+        """The default recipe of a strategy that trains fixed mappings (no :data:`SEARCH_ONLY_KEYS`)."""
+        return {k: v for k, v in cls().as_dict().items() if k not in SEARCH_ONLY_KEYS}
 
     def lambda_at(self, epoch: int) -> float:
         """lambda for search epoch ``epoch`` (0-based): linear from lambda/100 at epoch 0 to lambda at
         epoch ``lambda_ramp * search_epochs`` and after; never above lambda."""
         ramp_epochs = self.lambda_ramp * self.search_epochs
         if ramp_epochs <= 0 or epoch >= ramp_epochs:
-            return self.cost_weight
-        start = self.cost_weight / 100
-        return start + (self.cost_weight - start) * epoch / ramp_epochs
+            return self.lambda_
+        start = self.lambda_ / 100
+        return start + (self.lambda_ - start) * epoch / ramp_epochs
 
     def temperature_at(self, epoch: int) -> float:
         return self.temperature * math.exp(-self.temperature_decay * epoch)
@@ -140,7 +157,17 @@ class Recipe:
                 "init": self.init}
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The recipe by key (what records and strategies' parameters hold)."""
+        return {key_of(name): value for name, value in dataclasses.asdict(self).items()}
+
+    def identity(self) -> dict[str, Any]:
+        """The recipe as a run's identity hashes it: :meth:`as_dict` in :data:`IDENTITY_SPELLING`."""
+        return {IDENTITY_SPELLING.get(key, key): value for key, value in self.as_dict().items()}
+
+
+def key_of(field_name: str) -> str:
+    """A recipe field's key: its name without the trailing ``_`` that escapes a Python keyword."""
+    return field_name.removesuffix("_")
 
 
 def _convert(kind: type, value: Any) -> Any:

@@ -82,11 +82,11 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
 
 
 def run_epoch(model: nn.Module, loader: DataLoader, device: torch.device,
-              optimizers: Sequence[torch.optim.Optimizer] = (), cost_weight: float = 0.0,
+              optimizers: Sequence[torch.optim.Optimizer] = (), lambda_: float = 0.0,
               target: CostTarget | None = None) -> dict[str, float]:
     """One pass over ``loader``; trains when ``optimizers`` are given. Returns mean loss and accuracy.
 
-    With a ``target``, every step's lambda is the target's multiplier (``cost_weight`` is ignored),
+    With a ``target``, every step's lambda is the target's multiplier (``lambda_`` is ignored),
     updated after the step from the step's cost.
     """
     training = bool(optimizers)
@@ -99,7 +99,7 @@ def run_epoch(model: nn.Module, loader: DataLoader, device: torch.device,
             loss = F.cross_entropy(logits, targets)
             if training:
                 objective = loss
-                weight = cost_weight if target is None else target.weight
+                weight = lambda_ if target is None else target.weight
                 if (weight > 0 or target is not None) and isinstance(model, ODiMO):
                     cost = model.cost
                     objective = loss + weight * cost.to(loss.dtype)
@@ -120,7 +120,7 @@ def run_epoch(model: nn.Module, loader: DataLoader, device: torch.device,
     if total == 0:
         raise RunFailure("the data loader produced no samples")
     metrics = {"loss": loss_sum / total, "accuracy": correct / total}
-    if training and (cost_weight > 0 or target is not None):
+    if training and (lambda_ > 0 or target is not None):
         metrics["cost"] = cost_sum / total
     return metrics
 
@@ -138,13 +138,13 @@ class PhaseSpec:
     weights'); the others keep theirs. With ``keep_best`` the phase ends on the weights of its epoch
     with the highest validation accuracy (the latest of equals), not on those of its last epoch.
     With a ``cost_target`` lambda follows the target's multiplier step by step instead of
-    ``cost_weight_at`` (its state is checkpointed with the phase).
+    ``lambda_at`` (its state is checkpointed with the phase).
     """
 
     name: str
     epochs: int
     optimizers: Callable[[], list[torch.optim.Optimizer]]
-    cost_weight_at: Callable[[int], float] = lambda epoch: 0.0
+    lambda_at: Callable[[int], float] = lambda epoch: 0.0
     on_epoch_start: Callable[[int], None] = lambda epoch: None
     lr_schedule: str = "constant"
     keep_best: bool = False
@@ -284,18 +284,18 @@ class PhaseRunner:
                path: Path) -> dict[str, Any]:
         """One epoch: train, re-estimate BatchNorm statistics, validate; the history row (no times)."""
         spec.on_epoch_start(epoch)
-        cost_weight = spec.cost_weight_at(epoch)
+        lambda_ = spec.lambda_at(epoch)
         lr = optimizers[0].param_groups[0]["lr"] if optimizers else 0.0
         try:
-            train = run_epoch(self.model, self.train_loader, self.device, optimizers, cost_weight, spec.cost_target)
+            train = run_epoch(self.model, self.train_loader, self.device, optimizers, lambda_, spec.cost_target)
         except Diverged as exc:
             kept = f"; {path} keeps epoch {epoch}" if epoch else ""
             raise Diverged(f"{spec.name} epoch {epoch + 1}: {exc}{kept}; try a lower lr or lambda") from exc
         if spec.cost_target is not None:
-            cost_weight = spec.cost_target.weight
+            lambda_ = spec.cost_target.weight
         precise_batchnorm(self.model, self.calibration, self.device)
         val = evaluate(self.model, self.val_loader, self.device)
-        metrics: dict[str, Any] = {"phase": spec.name, "epoch": epoch + 1, "lambda": cost_weight, "lr": lr,
+        metrics: dict[str, Any] = {"phase": spec.name, "epoch": epoch + 1, "lambda": lambda_, "lr": lr,
                                    "train_loss": train["loss"], "train_accuracy": train["accuracy"],
                                    "val_loss": val["loss"], "val_accuracy": val["accuracy"]}
         if isinstance(self.model, ODiMO):

@@ -1,23 +1,19 @@
-"""Everything a strategy needs for one problem instance: SoC, model, data, device, and the shared
-phases (cached lambda-free warmup, checkpointed fine-tune, evaluation, export and artifacts)."""
+"""Everything a strategy needs for one problem instance (a :class:`~odimo_moo.setup_settings.Setup`):
+the SoC, the model, the data and the device it names, the untrained supernet, evaluation, and the
+report of a trained network (export and artifacts). The phases that train it are in :mod:`.phases`."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
 import shutil
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from .batchnorm import CALIBRATION_BATCHES
-from .checkpoint import atomic_write_json, check_writable
+from .checkpoint import atomic_write_json
 from .devices import resolve_device
 from .errors import UsageError
 from .models import build_model
@@ -26,33 +22,17 @@ from .registry import PluginRegistry, pick
 from .searchable import ODiMO
 from .setup_settings import Setup
 from .soc import SoC
-from .split_layer import MaskMode
 from .strategy import Outcome
-from .training import PhaseRunner, PhaseSpec, evaluate, seed_everything, weights_optimizer
+from .training import evaluate, seed_everything
 
 if TYPE_CHECKING:
     from .data import DataBundle
 
 
-def _digest(payload: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive lock so that concurrent workers compute a shared warmup once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 @dataclass
 class Workbench:
-    """Loads the SoC, model and data of a :class:`Setup` and runs the phases every strategy shares."""
+    """Loads the SoC, model and data of a :class:`Setup`; evaluates and reports what the phases
+    (:mod:`odimo_moo.phases`) trained. ``cache_dir`` holds the shared warmups."""
 
     setup: Setup
     registry: PluginRegistry | None = None
@@ -126,88 +106,10 @@ class Workbench:
                              f"layers (`odimo plugins` lists what each unit supports)")
         return model.to(self.device)
 
-    def run_key(self, recipe: Recipe, **extra: Any) -> str:
-        """What a resumed phase must share with the run that wrote its checkpoint: the setup and the
-        recipe, except the epoch counts (a longer phase may extend a finished one)."""
-        settings = {k: v for k, v in recipe.as_dict().items()
-                    if k not in ("warmup_epochs", "search_epochs", "finetune_epochs")}
-        return _digest({"setup": self.setup.identity(), "recipe": settings, **extra})
-
-    def runner(self, model: nn.Module, recipe: Recipe, checkpoint_dir: Path,
-               fingerprint: str | None = None) -> PhaseRunner:
-        train, val, _ = self.loaders(recipe.batch_size)
-        return PhaseRunner(model, train, val, self.device, checkpoint_dir, progress=self.setup.progress,
-                           on_epoch_end=self.on_epoch_end or (lambda phase, epoch, metrics: None),
-                           fingerprint=fingerprint or self.run_key(recipe),
-                           calibration=self.calibration_batches(CALIBRATION_BATCHES, recipe.batch_size))
-
-    def warmup_key(self, recipe: Recipe) -> str:
-        return _digest({"setup": self.setup.identity(), "recipe": recipe.warmup_key(), "format": 1})
-
-    def warm_supernet(self, recipe: Recipe) -> tuple[ODiMO, list[dict[str, Any]]]:
-        """The supernet after the lambda-free warmup (random split per forward), cached under
-        ``cache_dir`` by everything the warmup depends on and shared by every trial that asks."""
-        model = self.supernet(recipe)
-        key = self.warmup_key(recipe)
-        with _file_lock(self.cache_dir / f"warmup-{key}.lock"):
-            model.set_mode(MaskMode.SAMPLE)
-            runner = self.runner(model, recipe, self.cache_dir / f"warmup-{key}", fingerprint=key)
-            history = runner.run(PhaseSpec("warmup", recipe.warmup_epochs,
-                                           lambda: [weights_optimizer(model, recipe)],
-                                           lr_schedule=recipe.lr_schedule))
-        model.set_mode(MaskMode.SEARCH)
-        return model, history
-
     def evaluate(self, model: nn.Module, split: str = "val", batch_size: int = 256) -> float:
         train, val, test = self.loaders(batch_size)
         loader = {"train": train, "val": val, "test": test}[split]
         return evaluate(model, loader, self.device)["accuracy"]
-
-    def train_mapping_and_report(self, model: ODiMO, recipe: Recipe, workdir: Path, strategy: str,
-                                 params: Mapping[str, Any], history: list[dict[str, Any]] | None = None,
-                                 label: str = "", oneshot: Mapping[str, float] | None = None) -> Outcome:
-        """Train a fixed mapping on equal footing with the gradient search, then report it.
-
-        ``model`` (the warmed-up supernet with its mapping forced) trains ``search_epochs`` epochs of
-        weights only under its frozen mapping (phase ``train``, where the gradient search searches),
-        then :meth:`finetune_and_report` trains ``finetune_epochs`` more: after the shared warmup every
-        method's point gets the same epochs, recipe, learning-rate schedule and data.
-        """
-        check_writable(workdir)
-        model.freeze_mapping()
-        runner = self.runner(model, recipe, workdir / "checkpoints",
-                             fingerprint=self.run_key(recipe, mapping=model.mapping()))
-        runner.history = list(history or [])
-        runner.run(PhaseSpec("train", recipe.search_epochs, lambda: [weights_optimizer(model, recipe)],
-                             lr_schedule=recipe.lr_schedule))
-        return self.finetune_and_report(model, recipe, workdir, strategy, params, runner.history, label, oneshot)
-
-    def finetune_and_report(self, model: ODiMO, recipe: Recipe, workdir: Path, strategy: str,
-                            params: Mapping[str, Any], history: list[dict[str, Any]] | None = None,
-                            label: str = "", oneshot: Mapping[str, float] | None = None) -> Outcome:
-        """Fine-tune ``model`` under its frozen mapping, keep the epoch with the best validation
-        accuracy, evaluate it on the test split, export, and write artifacts.
-
-        The same recipe for every strategy, so their points compare on equal terms. ``history`` holds
-        the rows of the phases before (warmup included); ``oneshot`` is this point's share of a
-        one-shot search (``evaluations``, ``images``, ``wall_s``, ``cpu_s``), if any.
-        """
-        check_writable(workdir)
-        model.freeze_mapping()
-        if recipe.finetune_from == "scratch":
-            mapping = {name: layer.fixed_units.clone() for name, layer in model.split_layers()}
-            model.load_state_dict(self.supernet(recipe).state_dict())
-            for name, layer in model.split_layers():
-                layer.fix(mapping[name])
-        if recipe.deploy_format and recipe.quantize:
-            model.fold_batchnorm()  # trained as deployed: the export folds BatchNorm, so the fine-tune does
-        runner = self.runner(model, recipe, workdir / "checkpoints",
-                             fingerprint=self.run_key(recipe, mapping=model.mapping()))
-        runner.history = list(history or [])
-        runner.run(PhaseSpec("finetune", recipe.finetune_epochs, lambda: [weights_optimizer(model, recipe)],
-                             lr_schedule=recipe.lr_schedule, keep_best=True))
-        return self.report(model, workdir, strategy, params, runner.history, label, oneshot,
-                           runner.selected_epochs.get("finetune", 0))
 
     def report(self, model: ODiMO, workdir: Path, strategy: str, params: Mapping[str, Any],
                history: list[dict[str, Any]], label: str, oneshot: Mapping[str, float] | None = None,

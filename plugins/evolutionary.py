@@ -26,11 +26,13 @@ class EvolutionaryMapping(Strategy):
                    "front points trained like every method's (search + fine-tune epochs)")
 
     def defaults(self) -> dict[str, Any]:
-        from odimo_moo.oneshot import SEARCH_DEFAULTS, fixed_mapping_recipe_defaults
+        from odimo_moo.oneshot import SEARCH_DEFAULTS
+        from odimo_moo.recipe import Recipe
 
-        return {**fixed_mapping_recipe_defaults(), **SEARCH_DEFAULTS, "population": 20}
+        return {**Recipe.fixed_mapping_defaults(), **SEARCH_DEFAULTS, "population": 20}
 
     def run(self, bench: Workbench, params: Mapping[str, Any], workdir: Path) -> list[Outcome]:
+        from odimo_moo import phases
         from odimo_moo.nsga2_mapping import evolve
         from odimo_moo.oneshot import OneShotSearch, SearchBudget, finetune_front
         from odimo_moo.recipe import Recipe
@@ -41,7 +43,7 @@ class EvolutionaryMapping(Strategy):
         if population < 2:
             raise UsageError(f"population must be >= 2, got {population}")
         recipe = Recipe.from_params(values)
-        model, _ = bench.warm_supernet(recipe)
+        model, _ = phases.warmup(bench, recipe)
         search = OneShotSearch(bench, model, budget, recipe.batch_size)
         evolve(search, population, bench.setup.seed)
         return finetune_front(bench, recipe, search, workdir, self.name,

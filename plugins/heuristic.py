@@ -76,11 +76,12 @@ class HeuristicMappings(Strategy):
                    "min-latency and balanced splits), each trained for search + fine-tune epochs")
 
     def defaults(self) -> dict[str, Any]:
-        from odimo_moo.oneshot import fixed_mapping_recipe_defaults
+        from odimo_moo.recipe import Recipe
 
-        return {"mapping": EVERY, **fixed_mapping_recipe_defaults()}
+        return {"mapping": EVERY, **Recipe.fixed_mapping_defaults()}
 
     def run(self, bench: Workbench, params: Mapping[str, Any], workdir: Path) -> list[Outcome]:
+        from odimo_moo import phases
         from odimo_moo.recipe import Recipe
 
         values = {**self.defaults(), **params}
@@ -101,10 +102,12 @@ class HeuristicMappings(Strategy):
         outcomes = []
         for counts, group in groups.values():
             label = "=".join(group)
-            model, history = bench.warm_supernet(recipe)
+            model, history = phases.warmup(bench, recipe)
             model.force_counts(counts)
-            outcomes.append(bench.train_mapping_and_report(model, recipe, workdir / folder_name(label), self.name,
-                                                           {**params, "mapping": label}, history, label=label))
+            folder = workdir / folder_name(label)
+            history, selected = phases.train_mapping(bench, model, recipe, folder, history)
+            outcomes.append(bench.report(model, folder, self.name, {**params, "mapping": label}, history, label,
+                                         selected_epoch=selected))
         return outcomes
 
 

@@ -24,13 +24,15 @@ class RandomMapping(Strategy):
                    "(search + fine-tune epochs)")
 
     def defaults(self) -> dict[str, Any]:
-        from odimo_moo.oneshot import SEARCH_DEFAULTS, fixed_mapping_recipe_defaults
+        from odimo_moo.oneshot import SEARCH_DEFAULTS
+        from odimo_moo.recipe import Recipe
 
-        return {**fixed_mapping_recipe_defaults(), **SEARCH_DEFAULTS}
+        return {**Recipe.fixed_mapping_defaults(), **SEARCH_DEFAULTS}
 
     def run(self, bench: Workbench, params: Mapping[str, Any], workdir: Path) -> list[Outcome]:
         import torch
 
+        from odimo_moo import phases
         from odimo_moo.genome import random_genomes
         from odimo_moo.oneshot import OneShotSearch, SearchBudget, finetune_front
         from odimo_moo.recipe import Recipe
@@ -38,7 +40,7 @@ class RandomMapping(Strategy):
         values = {**self.defaults(), **params}
         budget = SearchBudget.pop_from(values)
         recipe = Recipe.from_params(values)
-        model, _ = bench.warm_supernet(recipe)
+        model, _ = phases.warmup(bench, recipe)
         search = OneShotSearch(bench, model, budget, recipe.batch_size)
         generator = torch.Generator().manual_seed(bench.setup.seed)
         while not search.exhausted:

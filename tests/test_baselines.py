@@ -15,6 +15,7 @@ from odimo_moo.layer_splits import min_latency_split
 from odimo_moo.oneshot import OneShotSearch, Scored, SearchBudget, spread_along_front
 from odimo_moo.nsga2_mapping import evolve
 from odimo_moo.plugins.heuristic import catalogue
+from odimo_moo.phases import warmup
 from odimo_moo.recipe import Recipe
 from odimo_moo.registry import pick
 from odimo_moo.workbench import Setup, Workbench
@@ -36,7 +37,7 @@ def test_baselines_are_registered_plugins(bench):
     strategies = bench.registry.strategies()
     assert {"heuristic", "evolutionary", "random_mapping"} <= set(strategies)
     assert strategies["evolutionary"].plugin == "evolutionary"
-    assert "cost_weight" not in strategies["heuristic"].obj.defaults()  # no lambda: one run, not one per lambda
+    assert "lambda" not in strategies["heuristic"].obj.defaults()  # no lambda: one run, not one per lambda
 
 
 def test_heuristics_fine_tune_their_mappings(bench, tmp_path):
@@ -114,7 +115,7 @@ def test_evolutionary_search_is_budgeted_and_fine_tunes_front_points(bench, tmp_
 
 
 def test_evolutionary_search_is_seeded(bench):
-    model, _ = bench.warm_supernet(Recipe(**TINY))
+    model, _ = warmup(bench, Recipe(**TINY))
     archives = []
     for _ in range(2):
         search = OneShotSearch(bench, model, SearchBudget(evaluations=10, max_seconds=0, finetune_top=1))
@@ -136,7 +137,7 @@ def test_random_mapping_fine_tunes_a_non_dominated_mapping(bench, tmp_path):
 
 
 def test_time_budget_stops_the_search_after_one_candidate(bench):
-    model, _ = bench.warm_supernet(Recipe(**TINY))
+    model, _ = warmup(bench, Recipe(**TINY))
     search = OneShotSearch(bench, model, SearchBudget(evaluations=50, max_seconds=1e-9, finetune_top=1))
     scored = search.score(random_genomes(search.layout, 5, torch.Generator().manual_seed(0)))
     assert len(scored) == 1 and search.proposed == 1 and search.exhausted

@@ -149,7 +149,7 @@ class Swept(Strategy):
     name = "swept"
 
     def defaults(self):
-        return {"cost_weight": 0.0}
+        return {"lambda": 0.0}
 
     def run(self, bench, params, workdir):
         weight = float(params["lambda"])

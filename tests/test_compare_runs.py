@@ -39,7 +39,7 @@ class Probe(Strategy):
     name = "probe"
 
     def defaults(self):
-        return {"cost_weight": 0.0, "offset": 0.0}
+        return {"lambda": 0.0, "offset": 0.0}
 
     def run(self, bench, params, workdir):
         workdir.mkdir(parents=True, exist_ok=True)

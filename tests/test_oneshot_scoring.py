@@ -11,6 +11,7 @@ import torch
 from odimo_moo.batchnorm import preserved_batchnorm, recalibrate_batchnorm
 from odimo_moo.oneshot import OneShotSearch, Scored, SearchBudget, choose_points, hypervolume_trace
 from odimo_moo.pareto import ReferencePoint
+from odimo_moo.phases import warmup
 from odimo_moo.recipe import Recipe
 from odimo_moo.workbench import Setup, Workbench
 
@@ -19,7 +20,7 @@ from odimo_moo.workbench import Setup, Workbench
 def warmed(tmp_path_factory):
     bench = Workbench(Setup(data_limit=300, device="cpu", progress=False),
                       cache_dir=tmp_path_factory.mktemp("warmup"))
-    model, _ = bench.warm_supernet(Recipe(warmup_epochs=2, batch_size=32))
+    model, _ = warmup(bench, Recipe(warmup_epochs=2, batch_size=32))
     return bench, model
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from odimo_moo.phases import warmup
 from odimo_moo.recipe import Recipe
 from odimo_moo.workbench import Setup, Workbench
 
@@ -16,7 +17,7 @@ def _warm_state(tmp_path, name: str, draws_before: int) -> dict[str, torch.Tenso
     for _ in range(draws_before):  # another trial used the process's generators before this warmup
         next(iter(train))
         torch.rand(7)
-    model, _ = bench.warm_supernet(recipe)
+    model, _ = warmup(bench, recipe)
     return model.state_dict()
 
 

@@ -129,12 +129,12 @@ def test_thermometric_three_units_contiguous_ranges():
     assert assignment.mask().sum(0).tolist() == [3.0, 4.0, 3.0]
 
 
-def _train_assignments(model: ODiMO, cost_weight: float, steps: int = 25) -> None:
+def _train_assignments(model: ODiMO, lambda_: float, steps: int = 25) -> None:
     optimizer = torch.optim.Adam(model.nas_parameters(), lr=0.01)
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     for _ in range(steps):
         optimizer.zero_grad()
-        loss = F.cross_entropy(model(x), y) + cost_weight * model.cost.float()
+        loss = F.cross_entropy(model(x), y) + lambda_ * model.cost.float()
         loss.backward()
         optimizer.step()
 

@@ -148,7 +148,7 @@ BAD_CONFIGS = [
      "search_space.optimizer.choices[1]: 'adam' is listed twice"),
     ({"search_space.warp": [1, 2]}, "search_space.warp: unknown parameter"),
     ({"search_space.warmup_epochs": [1, 2]}, "search_space.warmup_epochs: is also fixed under training"),
-    ({"search_space.cost_weight": [1e-6, 1e-3]}, "search_space.cost_weight: is lambda under another name"),
+    ({"search_space.cost_weight": [1e-6, 1e-3]}, "search_space.cost_weight: unknown parameter; known: "),
     ({"enqueue": {"lambda": 0}}, "enqueue: must be a list of points"),
     ({"enqueue": [{"lambda": 1.0}]}, "enqueue[0].lambda: 1.0 is outside the search space"),
     ({"enqueue": [{"lambda": -1e-4}]}, "enqueue[0].lambda: -0.0001 is outside the search space"),

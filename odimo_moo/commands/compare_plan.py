@@ -20,8 +20,8 @@ from .common import parse_assignments, setup_fields
 BUDGETS = ("fixed", "matched")
 #: Keys of a preset (and of --set) that are not Setup fields or method parameters.
 PLAN_KEYS = ("title", "methods", "baselines", "lambdas", "seeds", "budget", "reference", "out", "params")
-#: The strategy parameter that makes a method run once per lambda (the recipe's name for lambda).
-LAMBDA_PARAMETER = "cost_weight"
+#: The strategy parameter that makes a method run once per lambda (:func:`takes_lambda`).
+LAMBDA = "lambda"
 #: Packaged presets (``--preset NAME``) live in this folder of :mod:`odimo_moo.studies`.
 PRESET_FOLDER = "compare"
 
@@ -141,7 +141,7 @@ def resolve_plan(args: argparse.Namespace) -> Plan:
     params = dict(preset.get("params") or {})
     params.update({k: v for k, v in assignments.items() if k not in fields and k not in PLAN_KEYS})
     for key in params:
-        if key.rpartition(".")[2] in ("lambda", LAMBDA_PARAMETER):
+        if key.rpartition(".")[2] == LAMBDA:
             raise UsageError(f"{key}: give lambdas with --lambdas (or the preset's lambdas), not as a parameter")
     if "params" in assignments:
         raise UsageError("--set params=...: give method parameters one by one, --set KEY=VALUE or METHOD.KEY=VALUE")

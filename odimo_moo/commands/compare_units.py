@@ -4,7 +4,6 @@ stored so that a killed compare resumes where it stopped."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shlex
 import sys
@@ -14,13 +13,14 @@ from typing import Any, Mapping, Sequence
 from ..checkpoint import atomic_write_json, check_writable
 from ..devices import resolve_device
 from ..errors import UsageError
+from ..phases import warmup, warmup_key
 from ..recipe import Recipe
 from ..registry import PluginRegistry, pick
 from ..setup_settings import Setup
 from ..strategy import Outcome, Strategy
 from ..workbench import Workbench
 from .common import build_setup
-from .compare_plan import LAMBDA_PARAMETER, Plan, route_parameters
+from .compare_plan import LAMBDA, Plan, route_parameters
 
 RUN_FILE = "compare-run.json"
 UNIT_FILE = "outcomes.json"
@@ -31,7 +31,7 @@ MIN_ONESHOT_SECONDS = 1e-3
 
 def takes_lambda(strategy: Strategy) -> bool:
     """Whether a strategy runs once per lambda (its parameters include the recipe's lambda)."""
-    return LAMBDA_PARAMETER in strategy.defaults()
+    return LAMBDA in strategy.defaults()
 
 
 def method_recipe(strategy: Strategy, params: Mapping[str, Any]) -> Recipe | None:
@@ -39,8 +39,7 @@ def method_recipe(strategy: Strategy, params: Mapping[str, Any]) -> Recipe | Non
     values = {**strategy.defaults(), **params}
     if "warmup_epochs" not in values:
         return None
-    names = {f.name for f in dataclasses.fields(Recipe)} | {"lambda"}
-    return Recipe.from_params({k: v for k, v in values.items() if k in names})
+    return Recipe.from_params({k: v for k, v in values.items() if k in Recipe.kinds()})
 
 
 def _normalized(payload: Any) -> Any:
@@ -77,11 +76,11 @@ def run_warmups(bench: Workbench, recipes: Mapping[str, Recipe | None], seed_dir
     keys: dict[str, tuple[Recipe, list[str]]] = {}
     for method, recipe in recipes.items():
         if recipe is not None:
-            keys.setdefault(bench.warmup_key(recipe), (recipe, []))[1].append(method)
+            keys.setdefault(warmup_key(bench.setup, recipe), (recipe, []))[1].append(method)
     records = []
     for key, (recipe, methods) in keys.items():
         print(f"compare: seed {bench.setup.seed}: warmup for {', '.join(methods)}", file=sys.stderr)
-        _, history = bench.warm_supernet(recipe)
+        _, history = warmup(bench, recipe)
         rows = [row for row in history if row.get("phase") == "warmup"]
         records.append({"key": key, "methods": methods, "epochs": len(rows),
                         "wall_s": sum(float(r.get("wall_s", 0.0)) for r in rows),
@@ -167,7 +166,7 @@ def run_methods(args: argparse.Namespace, plan: Plan, methods: list[str], folder
                                                  "wall" if bench.device.type == "cuda" else "cpu")
                 params.update(budgets[method]["params"])
                 atomic_write_json(seed_dir / BUDGET_FILE, budgets)
-            units = ([({**params, "lambda": value}, seed_dir / method / f"lambda-{value:g}", f"lambda={value:g}")
+            units = ([({**params, LAMBDA: value}, seed_dir / method / f"lambda-{value:g}", f"lambda={value:g}")
                       for value in plan.lambdas] if takes_lambda(strategy) else [(params, seed_dir / method, "")])
             done[method] = []
             for unit_params, workdir, label in units:

@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "cost, mapping and the exported network to --out. Re-running the same command resumes "
                     "from the last complete checkpoint.")
     add_setup_options(parser)
-    parser.add_argument("--lambda", dest="cost_weight", type=float, default=0.0,
+    parser.add_argument("--lambda", dest="lambda_", type=float, default=0.0,
                         help="cost weight lambda (>= 0) of the dimensionless cost term ln(cost / cost on the "
                              "default unit): 1 %% less cost is worth lambda/100 of task loss (useful: 0.1 to 100)")
     parser.add_argument("--target", default=None, metavar="COST=VALUE",
@@ -71,19 +71,19 @@ def parse_target(text: str, metric: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not (args.cost_weight >= 0 and args.cost_weight < float("inf")):
-        raise UsageError(f"--lambda must be a finite number >= 0, got {args.cost_weight}")
+    if not (args.lambda_ >= 0 and args.lambda_ < float("inf")):
+        raise UsageError(f"--lambda must be a finite number >= 0, got {args.lambda_}")
     apply_threads(args.threads)
 
     from ..checkpoint import check_writable
     from ..workbench import Workbench
 
     params = parse_assignments(args.set)
-    params["lambda"] = args.cost_weight
+    params["lambda"] = args.lambda_
     if args.target is not None:
         params["cost_target"] = parse_target(args.target, args.metric)
     setup = build_setup(args)
-    folder = out_dir(args.out or f"runs/search-{args.soc}-{args.model}-{args.cost_weight:g}")
+    folder = out_dir(args.out or f"runs/search-{args.soc}-{args.model}-{args.lambda_:g}")
     bench = Workbench(setup, cache_dir=folder / "warmup-cache")
     strategy = pick(bench.registry.strategies(), args.strategy, "strategy")
     for writable in (folder, bench.cache_dir):  # fail now, not after hours of training

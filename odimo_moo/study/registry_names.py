@@ -3,7 +3,6 @@ datasets) and the training parameters of the chosen strategy, with their types a
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -38,7 +37,7 @@ def _recipe_check() -> Callable[[str, Any], str | None]:
     """A check of one training parameter's value by :class:`~odimo_moo.recipe.Recipe`'s rules."""
     from ..recipe import Recipe
 
-    recipe_names = {f.name for f in dataclasses.fields(Recipe)} | {"lambda"}
+    recipe_names = set(Recipe.kinds())
 
     def check_value(name: str, value: Any) -> str | None:
         if name not in recipe_names:
@@ -63,11 +62,10 @@ def _load_names(plugins: tuple[str, ...], strategy: str) -> Names:
 
     registry = PluginRegistry.load(plugins)
     socs, models, strategies = registry.socs(), registry.models(), registry.strategies()
-    kinds = {f.name: type(f.default) for f in dataclasses.fields(Recipe)}
+    kinds = Recipe.kinds()
     if strategy in strategies:
         kinds.update({name: type(value) for name, value in strategies[strategy].obj.defaults().items()
                       if type(value) in (int, float, bool, str)})
-    kinds["lambda"] = float
     options = {name: [p.name for p in inspect.signature(loader).parameters.values()
                       if p.kind is inspect.Parameter.KEYWORD_ONLY] for name, loader in DATASETS.items()}
     return Names(sorted(socs), sorted(models), sorted(strategies), sorted(DATASETS), options, kinds,

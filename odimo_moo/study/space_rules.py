@@ -98,20 +98,13 @@ def _choice(name: str, spec: Mapping[str, Any], kind: type, path: str, names: Na
     return Choice(name, tuple(choices))
 
 
-def _fixed_twice(name: str, training: Mapping[str, Any]) -> bool:
-    """Whether search-space parameter ``name`` is also fixed under training (lambda and cost_weight
-    are one parameter)."""
-    return name in training or (name == "lambda" and "cost_weight" in training) or \
-        (name == "cost_weight" and "lambda" in training)
-
-
 def _dimension(name: str, spec: Any, training: Mapping[str, Any], names: Names, problems: Problems) -> Param | None:
     """One dimension of the search space, or None (problem recorded)."""
     path = f"search_space.{name}"
     if name not in names.parameter_kinds:
         problems.add(path, f"unknown parameter; known: {', '.join(sorted(names.parameter_kinds))}")
         return None
-    if _fixed_twice(name, training):
+    if name in training:
         problems.add(path, "is also fixed under training; keep it in one place")
         return None
     kind = names.parameter_kinds[name]
@@ -137,8 +130,6 @@ def parse_search_space(raw: Any, training: Mapping[str, Any], names: Names | Non
     if names is None:
         return ()
     params = [_dimension(name, spec, training, names, problems) for name, spec in space.items()]
-    if "lambda" in space and "cost_weight" in space:
-        problems.add("search_space.cost_weight", "is lambda under another name; keep only lambda")
     return tuple(param for param in params if param is not None)
 
 

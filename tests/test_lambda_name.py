@@ -1,0 +1,73 @@
+"""lambda has one name wherever a user or a record sees it (``--lambda``, ``--set``, study keys,
+strategy parameters, records), and renaming it kept the identity of every run written before."""
+
+from __future__ import annotations
+
+import pytest
+
+from odimo_moo.commands.compare_units import takes_lambda
+from odimo_moo.errors import UsageError
+from odimo_moo.phases import run_key, warmup_key
+from odimo_moo.recipe import Recipe
+from odimo_moo.registry import PluginRegistry
+from odimo_moo.setup_settings import Setup
+
+from test_reliability_inputs import check_clean_error
+from test_search_cli import TINY
+
+#: Run identities (checkpoint fingerprints, which also seed each phase's random streams) computed at
+#: 4df3c3b, when the recipe still called lambda ``cost_weight``: checkpoints, warmup caches and
+#: compare or study folders written then resume, with the same random streams, after the rename.
+IDENTITIES = [
+    (Setup(device="cpu"), Recipe(), {}, "642dde2c1d6a6781"),
+    (Setup(device="cpu"), Recipe(lambda_=3.0, lambda_ramp=0.25, parametrization="softmax"), {}, "1b50ef1617f3fdb6"),
+    (Setup(device="cpu"), Recipe(lambda_=0.5), {"mapping": {"conv1": {"a": 3}}}, "05b017593ebff602"),
+    (Setup(soc="darkside", model="mobilenetv1_darkside_tiny", device="cpu", seed=2),
+     Recipe(lambda_=10.0, finetune_from="warmup"), {}, "c223e93238b030ce"),
+]
+
+
+@pytest.mark.parametrize("setup, recipe, extra, digest", IDENTITIES)
+def test_run_identities_are_those_written_before_the_rename(setup, recipe, extra, digest):
+    assert run_key(setup, recipe, **extra) == digest
+
+
+def test_warmup_identity_is_unchanged_and_lambda_free():
+    assert warmup_key(Setup(device="cpu"), Recipe(lambda_=0.5)) == "1a4e2193f22855fe"
+    assert warmup_key(Setup(device="cpu"), Recipe(lambda_=7.0)) == "1a4e2193f22855fe"
+
+
+def test_identity_changes_with_lambda():
+    assert run_key(Setup(), Recipe(lambda_=1.0)) != run_key(Setup(), Recipe(lambda_=2.0))
+
+
+def test_the_recipe_reads_and_records_lambda_only():
+    recipe = Recipe.from_params({"lambda": 2, "search_epochs": 4})
+    assert recipe.lambda_ == 2.0 and recipe.lambda_at(4) == 2.0
+    record = recipe.as_dict()
+    assert record["lambda"] == 2.0 and "lambda_" not in record and "cost_weight" not in record
+    assert Recipe.from_params(record) == recipe
+    assert Recipe.kinds()["lambda"] is float
+    for other in ("cost_weight", "lambda_"):
+        with pytest.raises(UsageError, match=rf"unknown training parameter\(s\) {other}; known: .*\blambda\b"):
+            Recipe.from_params({other: 1.0})
+
+
+def test_only_the_gradient_search_takes_lambda():
+    strategies = PluginRegistry.load(()).strategies()
+    assert strategies["odimo"].obj.defaults()["lambda"] == 0.0
+    assert takes_lambda(strategies["odimo"].obj)
+    for name in ("heuristic", "evolutionary", "random_mapping"):
+        assert "lambda" not in strategies[name].obj.defaults(), name
+        assert not takes_lambda(strategies[name].obj), name
+
+
+def test_search_refuses_the_old_name_naming_lambda(tmp_path, capsys):
+    check_clean_error(capsys, ["search", *TINY, "--set", "cost_weight=1", "--out", str(tmp_path / "out")], 2,
+                      "unknown training parameter(s) cost_weight; known: ")
+
+
+def test_compare_refuses_lambda_as_a_parameter(tmp_path, capsys):
+    check_clean_error(capsys, ["compare", *TINY, "--set", "odimo.lambda=1", "--out", str(tmp_path / "out")], 2,
+                      "give lambdas with --lambdas")
+
