@@ -8,12 +8,15 @@ different methods are comparable whenever they share the reference point.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import moocore
 import numpy as np
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .front_point import FrontPoint
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,19 @@ def pareto_mask(accuracy: Sequence[float], cost: Sequence[float]) -> np.ndarray:
         duplicate_before = (acc == acc[i]) & (cst == cst[i]) & (np.arange(acc.size) < i)
         keep[i] = not (dominated.any() or duplicate_before.any())
     return keep
+
+
+def front_indices(points: Sequence[FrontPoint], metric: str) -> list[int]:
+    """Indices of the non-dominated ``points`` (max test accuracy, min cost of ``metric``; of equal
+    points the first), by increasing cost."""
+    costs = [point.cost(metric) for point in points]
+    mask = pareto_mask([point.accuracy for point in points], costs)
+    return sorted((i for i in range(len(points)) if mask[i]), key=lambda i: costs[i])
+
+
+def points_hypervolume(points: Sequence[FrontPoint], metric: str, reference: ReferencePoint) -> float:
+    """:func:`hypervolume` of ``points`` on test accuracy and the cost of ``metric``."""
+    return hypervolume([point.accuracy for point in points], [point.cost(metric) for point in points], reference)
 
 
 def hypervolume(accuracy: Sequence[float], cost: Sequence[float], reference: ReferencePoint) -> float:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .checkpoint import atomic_write_bytes
-from .compare import baseline_points, separation_lines
+from .compare import baseline_points, oneshot_lines, separation_lines, spread_text
 
 #: What the paper (Risso et al., IEEE TCAD 2025) claims per SoC, quoted next to the measured numbers.
 PAPER_CLAIMS = {
@@ -48,20 +48,6 @@ def machine(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}g}"
-
-
-def _range(mean: float | None, std: float | None, low: float | None, high: float | None, seeds: int,
-           scale: float = 1.0, digits: int = 4, unit: str = "") -> str:
-    if mean is None:
-        return "-"
-    text = f"{mean * scale:.{digits}g}{unit}"
-    if seeds > 1 and std is not None and low is not None and high is not None:
-        text += f" ± {std * scale:.2g} [{low * scale:.{digits}g}, {high * scale:.{digits}g}]"
-    return text
-
-
 def section_key(run: Mapping[str, Any], report: Mapping[str, Any]) -> str:
     """The section's key: the comparison's title made a slug."""
     return re.sub(r"[^a-z0-9]+", "-", section_title(run, report).lower()).strip("-")
@@ -80,11 +66,11 @@ def section_title(run: Mapping[str, Any], report: Mapping[str, Any]) -> str:
 def results_section(report: Mapping[str, Any], run: Mapping[str, Any], sources: list[str]) -> str:
     """The markdown section of one comparison (``run``: the ``compare-run.json`` record, may be empty)."""
     claim = PAPER_CLAIMS.get(str(run.get("setup", {}).get("soc", "")))
+    notes = [*separation_lines(report, digits=4), *oneshot_lines(report, digits=4, targeted_only=True)]
     lines = [f"### {section_title(run, report)}", "", *_run_lines(report, run, sources), *_methods_table(report),
              *_baselines_table(report), "", f"Separation rule: {report['separation_rule']}", "",
-             *[f"- {line}" for line in separation_lines(report, digits=4)], *_oneshot_lines(report),
-             *_front_lines(report), "", f"Paper's claim: {claim}" if claim else "Paper's claim: none recorded "
-             "for this SoC.", ""]
+             *[f"- {line}" for line in notes], *_front_lines(report), "",
+             f"Paper's claim: {claim}" if claim else "Paper's claim: none recorded for this SoC.", ""]
     return "\n".join(lines)
 
 
@@ -135,8 +121,8 @@ def _methods_table(report: Mapping[str, Any]) -> list[str]:
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in report["methods"]:
         compute = row["compute"]
-        volume = _range(row["hypervolume"], row["hypervolume_std"], row["hypervolume_min"], row["hypervolume_max"],
-                        len(row["seeds"]), digits=5)
+        volume = spread_text(row["hypervolume"], row["hypervolume_std"], row["hypervolume_min"],
+                             row["hypervolume_max"], len(row["seeds"]), digits=5)
         lines.append(f"| {row['method']} | {len(row['seeds'])} | {volume} | {row['hypervolume_fraction']:.4f} | "
                      f"{row['best_accuracy']:.4f} | {compute['train_epochs']:.0f} | "
                      f"{compute['oneshot_evaluations']:.0f} | {compute['oneshot_images']:.0f} | "
@@ -166,36 +152,19 @@ def _baselines_table(report: Mapping[str, Any]) -> list[str]:
 
 
 def _iso_ratio(iso: Mapping[str, Any]) -> str:
-    ratio = _range(iso["iso_accuracy_cost_ratio"], iso["iso_accuracy_cost_ratio_std"],
-                   iso["iso_accuracy_cost_ratio_min"], iso["iso_accuracy_cost_ratio_max"], iso["seeds"],
-                   digits=3, unit="x")
+    ratio = spread_text(iso["iso_accuracy_cost_ratio"], iso["iso_accuracy_cost_ratio_std"],
+                        iso["iso_accuracy_cost_ratio_min"], iso["iso_accuracy_cost_ratio_max"], iso["seeds"],
+                        digits=3, unit="x")
     missing = iso["iso_accuracy_cost_ratio_missing"]
     return ratio + (f" (none as accurate in {missing} seed(s))" if missing else "")
 
 
 def _iso_gain(iso: Mapping[str, Any]) -> str:
-    gain = _range(iso["iso_cost_accuracy_gain"], iso["iso_cost_accuracy_gain_std"],
-                  iso["iso_cost_accuracy_gain_min"], iso["iso_cost_accuracy_gain_max"], iso["seeds"],
-                  scale=100, digits=3)
+    gain = spread_text(iso["iso_cost_accuracy_gain"], iso["iso_cost_accuracy_gain_std"],
+                       iso["iso_cost_accuracy_gain_min"], iso["iso_cost_accuracy_gain_max"], iso["seeds"],
+                       digits=3, scale=100)
     missing = iso["iso_cost_accuracy_gain_missing"]
     return gain + (f" (none as cheap in {missing} seed(s))" if missing else "")
-
-
-def _oneshot_lines(report: Mapping[str, Any]) -> list[str]:
-    """Per one-shot method and seed: when its archive reached the target method's hypervolume."""
-    lines = []
-    for method, per_seed in report["oneshot"].items():
-        for seed, trace in per_seed.items():
-            if trace["target_hypervolume"] is None:
-                continue
-            reached = trace["reached_at"]
-            final = trace["trace"][-1][2] if trace["trace"] else 0.0
-            lines.append(f"- one-shot {method}, seed {seed}: archive hypervolume (one-shot validation accuracy) "
-                         f"{final:.4g} after {trace['evaluations']} mappings / {trace['wall_s']:.1f} s against "
-                         f"{trace['target']}'s {trace['target_hypervolume']:.4g} (test accuracy): "
-                         + ("never reached" if reached is None else
-                            f"reached after {reached['evaluations']} candidates, {reached['seconds']:.1f} s"))
-    return lines
 
 
 def _front_lines(report: Mapping[str, Any]) -> list[str]:

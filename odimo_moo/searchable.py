@@ -20,14 +20,13 @@ from .assignment import SoftmaxAssignment, make_assignment
 from .deploy import FixedQuantizedLayer, fold_batchnorm, round_biases
 from .discrete_cost import CostTables, discrete_layer_cost
 from .errors import UsageError
+from .front_point import COST_METRICS
 from .graph_patterns import input_is_non_negative, output_size
 from .layer_spec import LayerSpec, LayerTable
 from .quantizers import FLOAT
 from .registry import resolve_soc
 from .soc import SoC
 from .split_layer import MaskMode, SplitLayer
-
-METRICS = ("latency", "energy")
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,8 @@ class ODiMO(nn.Module):
                  seed: int = 0, assignment_options: Mapping[str, Any] | None = None,
                  deploy_format: bool = False) -> None:
         super().__init__()
-        if metric not in METRICS:
-            raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        if metric not in COST_METRICS:
+            raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(COST_METRICS)}")
         self.soc = soc = resolve_soc(soc)
         self.metric = metric
         self.input_shape = tuple(int(d) for d in input_shape)
@@ -287,7 +286,7 @@ class ODiMO(nn.Module):
             cycles = self.soc.unit_cycles(table, counts)
         self.soc.check_cycles(table, counts, cycles, counts > 0)
         costs = self.soc.layer_costs(cycles)
-        return {metric: float(costs[metric].sum()) for metric in METRICS}
+        return {metric: float(costs[metric].sum()) for metric in COST_METRICS}
 
     def _cost_on_default_units(self) -> dict[str, float]:
         """Whole-network cost with every split layer on the unit that runs it when not searched."""
@@ -296,14 +295,14 @@ class ODiMO(nn.Module):
             counts[self.soc.fixed_unit(layer.spec), column] = layer.channels
         with torch.no_grad():
             costs = self.soc.layer_costs(self._cost_tables().unit_cycles(counts))
-        return {metric: float(costs[metric].sum()) + self._fixed_costs[metric] for metric in METRICS}
+        return {metric: float(costs[metric].sum()) + self._fixed_costs[metric] for metric in COST_METRICS}
 
     def cost_of(self, metric: str | None = None, include_fixed: bool = True) -> torch.Tensor:
         """Network cost for ``metric`` (default: the model's) in cycles or microjoules, summed over
         layers; differentiable in search mode."""
         metric = metric or self.metric
-        if metric not in METRICS:
-            raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        if metric not in COST_METRICS:
+            raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(COST_METRICS)}")
         counts = self.unit_counts().to(torch.float64)
         total = discrete_layer_cost(self._cost_tables(), counts, metric).sum()
         if include_fixed:

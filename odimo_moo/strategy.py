@@ -3,58 +3,35 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
+
+from .front_point import COST_FIELDS, FrontPoint
 
 if TYPE_CHECKING:
     from .workbench import Workbench
 
-#: The :class:`Outcome` field that holds each cost metric.
-COST_FIELDS = {"latency": "latency_cycles", "energy": "energy_uj"}
+__all__ = ["COST_FIELDS", "FrontPoint", "Outcome", "Strategy"]
 
 
-@dataclass
-class Outcome:
-    """One mapped, trained network: a point for the accuracy-vs-cost front.
+@dataclass(frozen=True)
+class Outcome(FrontPoint):
+    """What a strategy returns per trained network: its :class:`~odimo_moo.front_point.FrontPoint`
+    (accuracies, costs, mapping, compute) and how it was trained.
 
-    Its compute is what the point cost after the shared lambda-free warmup (reported apart, once per
-    setup): ``train_epochs`` epochs of training, its share of the one-shot mapping search
-    (``oneshot_evaluations`` mappings scored and ``oneshot_images`` images forwarded, BatchNorm
-    recalibration included), and ``wall_time_s`` / ``cpu_time_s`` (``time.process_time``) seconds of
-    those epochs and that search (per phase: ``phase_wall_s``, ``phase_cpu_s``). The search's share is an equal split among the points it
-    fine-tuned, so a method's outcomes add up to its total. ``selected_epoch`` is the fine-tune epoch
-    whose weights (the best validation accuracy) were tested (0: none, no fine-tune epoch);
-    ``seed`` is the setup's seed (``None`` in files written before seeds were recorded).
-    Every field after ``channel_split`` has a default, so result files of older versions still load.
+    ``trainings`` is how many networks were trained for it; ``phase_wall_s`` / ``phase_cpu_s`` split
+    its wall and CPU seconds (``time.process_time``) per phase; ``selected_epoch`` is the fine-tune
+    epoch whose weights (the best validation accuracy) were tested (0: none, no fine-tune epoch). The
+    search's share of the compute is an equal split among the points it fine-tuned, so a method's
+    outcomes add up to its total. Every field after ``energy_uj`` has a default, so result files of
+    older versions still load (:meth:`~odimo_moo.front_point.FrontPoint.from_dict`).
     """
 
-    strategy: str
-    accuracy: float
-    val_accuracy: float
-    latency_cycles: float
-    energy_uj: float
-    channel_split: dict[str, dict[str, int]]
-    params: dict[str, Any] = field(default_factory=dict)
-    artifacts: dict[str, str] = field(default_factory=dict)
-    wall_time_s: float = 0.0
     trainings: int = 1
-    label: str = ""
-    train_epochs: int = 0
-    oneshot_evaluations: float = 0.0
-    oneshot_images: float = 0.0
-    cpu_time_s: float = 0.0
     phase_wall_s: dict[str, float] = field(default_factory=dict)
     selected_epoch: int = 0
-    seed: int | None = None
     phase_cpu_s: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Outcome":
-        return cls(**dict(data))
 
 
 class Strategy(ABC):

@@ -17,7 +17,8 @@ from optuna.trial import TrialState, create_trial
 from odimo_moo.study.config import validate
 from odimo_moo.study.constraints import Constraint, from_spec, is_feasible, to_spec, violations
 from odimo_moo.study.pymoo_driver import Evaluations, n_constraints
-from odimo_moo.study.report import build_report, format_table, write_report
+from odimo_moo.study.report import build_report, format_table
+from odimo_moo.study.report_output import write_report
 from test_study_config import BASE, _problems, _with
 from test_study_drivers import odimo, toy_config, trials_of
 
@@ -68,7 +69,8 @@ def _study(rows, constraints):
     for accuracy, latency, state in rows:
         attrs = {"driver": "optuna", "params": {"lambda": 1e-5}, "channel_split": SPLIT}
         if state == TrialState.COMPLETE:
-            attrs.update(accuracy=accuracy, val_accuracy=accuracy, latency_cycles=latency, energy_uj=latency / 1e4)
+            attrs.update(strategy="odimo", accuracy=accuracy, val_accuracy=accuracy, latency_cycles=latency,
+                         energy_uj=latency / 1e4)
         study.add_trial(create_trial(state=state, values=[accuracy, latency] if state == TrialState.COMPLETE else None,
                                      params={"lambda": 1e-5}, distributions=dist, user_attrs=attrs))
     return study

@@ -14,15 +14,16 @@ from optuna.trial import TrialState, create_trial
 from odimo_moo.pareto import ReferencePoint
 from odimo_moo.strategy import Outcome
 from odimo_moo.study.ledger import Ledger
-from odimo_moo.study.report import (TrialRow, build_report, format_table, front_of, front_report, pick_point,
-                                    write_report)
+from odimo_moo.front_point import FrontPoint
+from odimo_moo.study.report import TrialRow, build_report, format_table, front_of, front_report, pick_point
+from odimo_moo.study.report_output import write_report
 
 SPLIT = {"conv1": {"digital": 10, "analog": 6}, "fc": {"digital": 10, "analog": 0}}
 
 
 def _row(number, accuracy, latency, energy=1.0, driver="optuna", lam=1e-5):
-    return TrialRow(number=number, state="COMPLETE", driver=driver, params={"lambda": lam}, accuracy=accuracy,
-                    val_accuracy=accuracy, latency_cycles=latency, energy_uj=energy, channel_split=SPLIT)
+    point = FrontPoint("odimo", accuracy, accuracy, latency, energy, SPLIT, params={"lambda": lam})
+    return TrialRow(number=number, state="COMPLETE", driver=driver, params={"lambda": lam}, point=point)
 
 
 def test_front_and_hand_computed_hypervolume():
@@ -61,9 +62,9 @@ def _study(records):
 
 
 def _done(accuracy, latency, lam, energy=2.0):
-    return {"accuracy": accuracy, "val_accuracy": accuracy, "latency_cycles": latency, "energy_uj": energy,
-            "params": {"lambda": lam}, "channel_split": SPLIT, "artifacts": {"mapping": f"/m/{lam}.json"},
-            "work_dir": f"/w/{lam}", "wall_time_s": 1.0}
+    return {"strategy": "odimo", "accuracy": accuracy, "val_accuracy": accuracy, "latency_cycles": latency,
+            "energy_uj": energy, "params": {"lambda": lam}, "channel_split": SPLIT,
+            "artifacts": {"mapping": f"/m/{lam}.json"}, "work_dir": f"/w/{lam}", "wall_time_s": 1.0}
 
 
 def test_ledger_counts_slots_retries_and_surplus():

@@ -3,7 +3,7 @@
 ``--threads`` (:func:`add_threads_option`, :func:`apply_threads`) is how many CPU threads PyTorch
 uses: it changes how fast, not what, is trained, so it is a plain option and not a Setup field.
 
-The problem instance (:class:`odimo_moo.workbench.Setup`) comes from the command line through ONE
+The problem instance (:class:`odimo_moo.setup_settings.Setup`) comes from the command line through ONE
 pair of functions: :func:`add_setup_options` defines an option for every Setup field from its
 declaration in :mod:`odimo_moo.setup_settings` (and refuses to build a parser that misses one),
 :func:`build_setup` reads them back, driven by ``dataclasses.fields(Setup)``, so a new Setup field
@@ -15,19 +15,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import UsageError
-from ..setup_settings import SETUP_SETTINGS
+from ..setup_settings import SETUP_SETTINGS, Setup
+from ..study.problems import coerce, kind_name
 from ..study.settings import Setting
 from ..yaml_loader import InvalidYaml, parse_yaml
-
-if TYPE_CHECKING:
-    from ..workbench import Setup
 
 
 def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
@@ -53,22 +50,9 @@ SETUP_DESTS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 }
 
 
-@functools.cache
-def _setup_fields() -> tuple[dataclasses.Field, ...]:
-    # odimo_moo.workbench imports torch: imported here, when a command defines or reads its Setup
-    # options, so that importing this module (odimo run, the --threads helpers) stays cheap.
-    from ..workbench import Setup
-
-    return dataclasses.fields(Setup)
-
-
 def setup_fields() -> list[str]:
-    """The names of :class:`~odimo_moo.workbench.Setup`'s fields, in order."""
-    return [f.name for f in _setup_fields()]
-
-
-def _defaults() -> dict[str, Any]:
-    return {f.name: f.default for f in _setup_fields()}
+    """The names of :class:`~odimo_moo.setup_settings.Setup`'s fields, in order."""
+    return [f.name for f in dataclasses.fields(Setup)]
 
 
 def _option(name: str, rule: Setting, default: Any) -> tuple[str, dict[str, Any]]:
@@ -88,7 +72,7 @@ def _option(name: str, rule: Setting, default: Any) -> tuple[str, dict[str, Any]
 
 
 def add_setup_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
-    """Options defining the problem instance, one per :class:`~odimo_moo.workbench.Setup` field, built
+    """Options defining the problem instance, one per :class:`~odimo_moo.setup_settings.Setup` field, built
     from its declaration (:data:`~odimo_moo.setup_settings.SETUP_SETTINGS`) and Setup's default.
 
     With ``defaults=False`` an option that is not given stays out of the parsed namespace, so that
@@ -96,7 +80,7 @@ def add_setup_options(parser: argparse.ArgumentParser, defaults: bool = True) ->
     by every CLI test) if a Setup field has no option.
     """
     dests = {"plugin"}  # the top-level --plugin option of `odimo`
-    for field in _setup_fields():
+    for field in dataclasses.fields(Setup):
         if field.name not in SETUP_SETTINGS or SETUP_DESTS.get(field.name, (field.name,))[0] in dests:
             continue
         flag, options = _option(field.name, SETUP_SETTINGS[field.name], field.default)
@@ -121,32 +105,30 @@ def setup_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """``value`` as Setup field ``name`` takes it (from YAML or ``--set``); a clear error otherwise."""
-    default = _defaults()[name]
-    annotation = str(next(f.type for f in _setup_fields() if f.name == name))
-    if value is None and ("None" in annotation or default is None):
+    """``value`` as Setup field ``name`` takes it (from YAML or ``--set``), by the study file's rules
+    (:func:`~odimo_moo.study.problems.coerce`); a clear error otherwise."""
+    field = Setup.__dataclass_fields__[name]
+    nullable = "None" in str(field.type) or field.default is None
+    if value is None and nullable:
         return None
-    if isinstance(default, tuple):
+    if isinstance(field.default, tuple):
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
             raise UsageError(f"setup option {name}={value!r} must be a list of names")
         return tuple(items)
     kind = SETUP_SETTINGS[name].kind
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise UsageError(f"setup option {name}={value!r} must be {'a' if kind is not int else 'an'} "
-                         f"{kind.__name__}{' or null' if 'None' in annotation else ''}")
-    return value
+    try:
+        return coerce(value, kind)
+    except (TypeError, ValueError):
+        raise UsageError(f"setup option {name}={value!r} must be {kind_name(kind)}"
+                         f"{' or null' if nullable else ''}") from None
 
 
 def build_setup(args: argparse.Namespace, base: Mapping[str, Any] | None = None,
                 overrides: Mapping[str, Any] | None = None) -> Setup:
-    """The :class:`~odimo_moo.workbench.Setup` of parsed arguments, field by field
+    """The :class:`~odimo_moo.setup_settings.Setup` of parsed arguments, field by field
     (``dataclasses.fields(Setup)``): ``base`` (e.g. a preset's values) < options given in ``args`` <
     ``overrides`` (e.g. ``--set data_limit=null``). Plugins add up: the base's, then ``--plugin``'s."""
-    from ..workbench import Setup
-
     base, overrides = dict(base or {}), dict(overrides or {})
     known = set(setup_fields())
     for source in (base, overrides):

@@ -98,7 +98,8 @@ def _report(args: argparse.Namespace) -> dict[str, Any]:
 
     from ..errors import UsageError
     from ..study.artifact_store import open_store
-    from ..study.report import build_report, fetch_absent_trials, format_table, load_baselines, write_report
+    from ..study.report import build_report, fetch_absent_trials, format_table, load_baselines
+    from ..study.report_output import write_report
     from ..study.storage import OUT_ATTR, open_storage, quiet_optuna
     from ..study.storage_url import local_file
 

@@ -103,7 +103,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     from ..study.constraints import to_spec
     from ..study.ownership import claim_output_folder
     from ..study.ledger import Ledger
-    from ..study.report import build_report, format_table, load_baselines, write_report
+    from ..study.report import build_report, format_table, load_baselines
+    from ..study.report_output import write_report
     from .common import parse_assignments
 
     started = time.time()

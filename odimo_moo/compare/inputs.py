@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import UsageError
+from ..front_point import REQUIRED_FIELDS
 from ..strategy import Outcome
 
 #: Files read by :func:`load_outcomes`: per-run results, study results and fronts, baseline lists.
@@ -16,23 +16,14 @@ OUTCOME_FILES = ("result.json", "results.json", "pareto.json", "baselines.json")
 WARMUP_FILE = "warmup.json"
 #: A one-shot search's record (read back by :func:`load_searches`).
 SEARCH_FILE = "search.json"
-_REQUIRED = ("strategy", "accuracy", "latency_cycles", "energy_uj")
-_FIELDS = {f.name for f in dataclasses.fields(Outcome)}
-
-
-def _outcome(data: dict[str, Any]) -> Outcome:
-    known = {k: v for k, v in data.items() if k in _FIELDS}
-    known.setdefault("val_accuracy", known["accuracy"])
-    known.setdefault("channel_split", {})
-    return Outcome.from_dict(known)
 
 
 def find_outcomes(payload: Any) -> list[Outcome]:
-    """Every outcome dict (one with strategy, accuracy, latency_cycles, energy_uj) anywhere in a
-    JSON document: a single outcome, a list of them, or nested under any keys."""
+    """Every outcome record (a dict with the :data:`~odimo_moo.front_point.REQUIRED_FIELDS`) anywhere
+    in a JSON document: a single outcome, a list of them, or nested under any keys."""
     if isinstance(payload, dict):
-        if all(key in payload for key in _REQUIRED):
-            return [_outcome(payload)]
+        if all(key in payload for key in REQUIRED_FIELDS):
+            return [Outcome.from_dict(payload)]
         return [o for value in payload.values() for o in find_outcomes(value)]
     if isinstance(payload, list):
         return [o for item in payload for o in find_outcomes(item)]

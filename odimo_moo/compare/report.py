@@ -8,13 +8,12 @@ import statistics
 from typing import Any, Mapping, Sequence
 
 from ..errors import UsageError
+from ..front_point import COST_FIELDS, FrontPoint
 from ..oneshot import Scored, hypervolume_trace
-from ..pareto import ReferencePoint, default_reference, hypervolume, pareto_mask
-from ..strategy import COST_FIELDS, Outcome
-from .stats import (MEDIAN_FRONT, SEPARATION_RULE, baseline_name, cost_of, iso_comparison, median_attainment,
-                    seed_name, separated, spread)
+from ..pareto import ReferencePoint, default_reference, front_indices, points_hypervolume
+from .stats import MEDIAN_FRONT, SEPARATION_RULE, iso_comparison, median_attainment, seed_name, separated, spread
 
-#: The compute measures of a method, per seed: Outcome field -> report key.
+#: The compute measures of a method, per seed: FrontPoint field -> report key.
 COMPUTE_FIELDS = {"train_epochs": "train_epochs", "oneshot_evaluations": "oneshot_evaluations",
                   "oneshot_images": "oneshot_images", "wall_time_s": "wall_s", "cpu_time_s": "cpu_s"}
 
@@ -23,29 +22,25 @@ def _seed_order(seed: int | None) -> tuple[int, int]:
     return (0, 0) if seed is None else (1, seed)
 
 
-def _points(outcomes: Sequence[Outcome], metric: str) -> list[dict[str, Any]]:
-    field = COST_FIELDS[metric]
-    return [{"label": o.label, "accuracy": o.accuracy, field: cost_of(o, metric)}
-            for o in sorted(outcomes, key=lambda o: cost_of(o, metric))]
-
-
-def _seed_row(points: Sequence[Outcome], baselines: Sequence[Outcome], metric: str, reference: ReferencePoint,
-              is_baseline: bool) -> dict[str, Any]:
-    acc = [o.accuracy for o in points]
-    cst = [cost_of(o, metric) for o in points]
-    mask = pareto_mask(acc, cst)
-    compute = {key: sum(float(getattr(o, name)) for o in points) for name, key in COMPUTE_FIELDS.items()}
+def _seed_row(points: Sequence[FrontPoint], baselines: Sequence[FrontPoint], metric: str,
+              reference: ReferencePoint, is_baseline: bool) -> dict[str, Any]:
+    """One method's points of one seed: front, hypervolume, best accuracy and lowest cost, compute and
+    (unless it is a baseline method) its iso measures against each baseline point of the seed."""
+    acc = [p.accuracy for p in points]
+    cst = [p.cost(metric) for p in points]
+    front = [points[i] for i in front_indices(points, metric)]
+    compute = {key: sum(float(getattr(p, name)) for p in points) for name, key in COMPUTE_FIELDS.items()}
     return {
         "points": len(points),
-        "front_points": int(mask.sum()),
-        "hypervolume": hypervolume(acc, cst, reference),
+        "front_points": len(front),
+        "hypervolume": points_hypervolume(points, metric, reference),
         "best_accuracy": max(acc),
         "lowest_cost": min(cst),
         "compute": compute,
         "vs_baselines": {} if is_baseline else {
-            baseline_name(b): iso_comparison(acc, cst, b.accuracy, cost_of(b, metric)) for b in baselines},
-        "front": _points([o for o, keep in zip(points, mask) if keep], metric),
-        "all_points": _points(points, metric),
+            b.name: iso_comparison(acc, cst, b.accuracy, b.cost(metric)) for b in baselines},
+        "front": [p.brief(metric) for p in front],
+        "all_points": [p.brief(metric) for p in sorted(points, key=lambda p: p.cost(metric))],
     }
 
 
@@ -140,18 +135,18 @@ def _oneshot_traces(searches: Sequence[Mapping[str, Any]], metric: str, referenc
     return traces
 
 
-def _chosen(outcomes: Sequence[Outcome], baseline_methods: Sequence[str],
-            methods: Sequence[str] | None) -> tuple[list[str], list[Outcome]]:
+def _chosen(points: Sequence[FrontPoint], baseline_methods: Sequence[str],
+            methods: Sequence[str] | None) -> tuple[list[str], list[FrontPoint]]:
     """The methods in report order (``methods``, else every one found with baselines last) and their
-    outcomes; a method without results is a usage error."""
-    found = list(dict.fromkeys(o.strategy for o in outcomes))
+    points; a method without results is a usage error."""
+    found = list(dict.fromkeys(o.strategy for o in points))
     order = list(methods) if methods is not None else (
         [m for m in found if m not in baseline_methods] + [m for m in found if m in baseline_methods])
-    chosen = [o for o in outcomes if o.strategy in order]
+    chosen = [o for o in points if o.strategy in order]
     missing = [m for m in order if not any(o.strategy == m for o in chosen)]
     if missing:
         raise UsageError(f"no results for method(s) {', '.join(missing)}; found: "
-                         f"{', '.join(sorted({o.strategy for o in outcomes})) or 'none'}")
+                         f"{', '.join(sorted({o.strategy for o in points})) or 'none'}")
     return order, chosen
 
 
@@ -183,11 +178,11 @@ def _method_row(method: str, per_seed: dict[str, dict[str, Any]], baseline_names
     }
 
 
-def build_report(outcomes: Sequence[Outcome], metric: str, baseline_methods: Sequence[str],
+def build_report(points: Sequence[FrontPoint], metric: str, baseline_methods: Sequence[str],
                  reference: ReferencePoint | None = None, methods: Sequence[str] | None = None,
                  warmups: Mapping[int | None, Sequence[Mapping[str, Any]]] | None = None,
                  searches: Sequence[Mapping[str, Any]] = (), target: str = "odimo") -> dict[str, Any]:
-    """The comparison of every method in ``outcomes`` (baselines last), or of ``methods`` in that order.
+    """The comparison of every method in ``points`` (baselines last), or of ``methods`` in that order.
 
     Baselines are the points of ``baseline_methods``, compared per seed with the same seed's points.
     The hypervolume reference point (one for every seed and method) defaults to accuracy 0 and 1.1 x
@@ -195,19 +190,19 @@ def build_report(outcomes: Sequence[Outcome], metric: str, baseline_methods: Seq
     apart; ``searches`` (one-shot search records) give each one-shot method's hypervolume against
     evaluations and where it reached ``target``'s hypervolume.
     """
-    order, chosen = _chosen(outcomes, baseline_methods, methods)
+    order, chosen = _chosen(points, baseline_methods, methods)
     seeds = sorted({o.seed for o in chosen}, key=_seed_order)
     baselines = {seed: [o for o in chosen if o.seed == seed and o.strategy in baseline_methods] for seed in seeds}
-    names = list(dict.fromkeys(baseline_name(b) for seed in seeds for b in baselines[seed]))
-    reference = reference or default_reference([cost_of(o, metric) for o in chosen])
+    names = list(dict.fromkeys(b.name for seed in seeds for b in baselines[seed]))
+    reference = reference or default_reference([o.cost(metric) for o in chosen])
     cost_field = COST_FIELDS[metric]
     rows = []
     for method in order:
         per_seed = {}
         for seed in seeds:
-            points = [o for o in chosen if o.strategy == method and o.seed == seed]
-            if points:
-                per_seed[seed_name(seed)] = _seed_row(points, baselines[seed], metric, reference,
+            mine = [o for o in chosen if o.strategy == method and o.seed == seed]
+            if mine:
+                per_seed[seed_name(seed)] = _seed_row(mine, baselines[seed], metric, reference,
                                                       method in baseline_methods)
         rows.append(_method_row(method, per_seed, [] if method in baseline_methods else names, reference,
                                 cost_field))
@@ -223,8 +218,8 @@ def build_report(outcomes: Sequence[Outcome], metric: str, baseline_methods: Seq
         "compute": "per seed, mean over seeds: epochs trained after the shared warmup, one-shot mappings scored "
                    "and images forwarded (BatchNorm recalibration included), wall and CPU seconds",
         "warmup": _warmup_summary(warmups or {}),
-        "baselines": [{"name": baseline_name(b), "method": b.strategy, "seed": seed_name(seed), "accuracy": b.accuracy,
-                       cost_field: cost_of(b, metric)} for seed in seeds for b in baselines[seed]],
+        "baselines": [{"name": b.name, "method": b.strategy, "seed": seed_name(seed), "accuracy": b.accuracy,
+                       cost_field: b.cost(metric)} for seed in seeds for b in baselines[seed]],
         "methods": rows,
         "separations": _separations(rows, names, baseline_methods),
         "oneshot": _oneshot_traces(searches, metric, reference, rows, target if target in order else None),

@@ -1,4 +1,4 @@
-"""The measures of a comparison: costs, spreads over seeds, the separation rule, iso-cost and
+"""The measures of a comparison: spreads over seeds, the separation rule, iso-cost and
 iso-accuracy against a baseline point, and the median attainment front."""
 
 from __future__ import annotations
@@ -9,9 +9,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import UsageError
-from ..strategy import COST_FIELDS, Outcome
-
 SEPARATION_RULE = ("A is called better than B on a measure only where the seeds' min-max ranges do not "
                    "overlap: A's worst seed is better than B's best seed, with at least 2 seeds each; "
                    "otherwise the difference is within the seed-to-seed noise. For iso-accuracy cost "
@@ -19,18 +16,6 @@ SEPARATION_RULE = ("A is called better than B on a measure only where the seeds'
                    "ratio 0, and a baseline's ratio against itself is 1 in every seed.")
 MEDIAN_FRONT = ("median attainment front: at each cost, the accuracy reached (at that cost or less) by at "
                 "least half of the seeds' fronts (ceil(n/2) of n seeds)")
-
-
-def cost_of(outcome: Outcome, metric: str) -> float:
-    """The outcome's cost of ``metric`` (latency in cycles or energy in microjoules)."""
-    if metric not in COST_FIELDS:
-        raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(COST_FIELDS)}")
-    return float(getattr(outcome, COST_FIELDS[metric]))
-
-
-def baseline_name(outcome: Outcome) -> str:
-    """How a baseline point is named in the report: its label, else its strategy."""
-    return outcome.label or outcome.strategy
 
 
 def seed_name(seed: int | None) -> str:

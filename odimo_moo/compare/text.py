@@ -15,13 +15,16 @@ def _number(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def _spread_text(mean: float | None, std: float | None, low: float | None, high: float | None, n: int,
-                 digits: int = 4) -> str:
+def spread_text(mean: float | None, std: float | None, low: float | None, high: float | None, seeds: int,
+                digits: int = 4, scale: float = 1.0, unit: str = "", plus: str = "±") -> str:
+    """A measure over seeds as the reports write it: ``mean`` (times ``scale``, then ``unit``) and,
+    over 2 or more seeds, ``plus`` std [min, max]; "-" without a mean."""
     if mean is None:
         return "-"
-    if n < 2:
-        return _number(mean, digits)
-    return f"{_number(mean, digits)} +- {_number(std, 2)} [{_number(low, digits)}, {_number(high, digits)}]"
+    text = f"{mean * scale:.{digits}g}{unit}"
+    if seeds > 1 and std is not None and low is not None and high is not None:
+        text += f" {plus} {std * scale:.2g} [{low * scale:.{digits}g}, {high * scale:.{digits}g}]"
+    return text
 
 
 def report_csv(report: dict[str, Any]) -> str:
@@ -65,8 +68,8 @@ def _method_lines(report: dict[str, Any]) -> list[str]:
              f"{'one-shot':>8} {'images':>9} {'wall [s]':>9} {'CPU [s]':>9}"]
     for row in report["methods"]:
         compute = row["compute"]
-        volume = _spread_text(row["hypervolume"], row["hypervolume_std"], row["hypervolume_min"],
-                              row["hypervolume_max"], len(row["seeds"]), 5)
+        volume = spread_text(row["hypervolume"], row["hypervolume_std"], row["hypervolume_min"],
+                             row["hypervolume_max"], len(row["seeds"]), digits=5, plus="+-")
         lines.append(f"{row['method']:<16} {row['points']:>4} {volume:>40} {row['hypervolume_fraction']:>8.4f} "
                      f"{row['best_accuracy']:>8.4f} {compute['train_epochs']:>7.0f} "
                      f"{compute['oneshot_evaluations']:>8.0f} {compute['oneshot_images']:>9.0f} "
@@ -108,19 +111,25 @@ def _baseline_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _oneshot_lines(report: dict[str, Any]) -> list[str]:
-    """Per one-shot method and seed: its archive's final hypervolume and when it reached the target's."""
+def oneshot_lines(report: Mapping[str, Any], digits: int, targeted_only: bool = False) -> list[str]:
+    """Per one-shot method and seed: its archive's final hypervolume and, where the report has a
+    target method, when it reached the target's (shared by the text and the markdown reports;
+    ``targeted_only``: only the traces that have a target)."""
     lines = []
     for method, per_seed in report["oneshot"].items():
         for seed, trace in per_seed.items():
-            final = trace["trace"][-1] if trace["trace"] else [0, 0.0, 0.0]
+            goal = trace["target_hypervolume"]
+            if goal is None and targeted_only:
+                continue
+            final = trace["trace"][-1][2] if trace["trace"] else 0.0
             reached = trace["reached_at"]
-            goal = "" if trace["target_hypervolume"] is None else (
-                f"; {trace['target']}'s hypervolume ({trace['target_hypervolume']:.5g}) "
-                + ("never reached" if reached is None else
-                   f"reached after {reached['evaluations']} candidates, {reached['seconds']:.1f} s"))
-            lines.append(f"one-shot {method} seed {seed}: archive hypervolume (validation accuracy) {final[2]:.5g} "
-                         f"after {trace['evaluations']} mappings, {trace['wall_s']:.1f} s{goal}")
+            line = (f"one-shot {method}, seed {seed}: archive hypervolume (one-shot validation accuracy) "
+                    f"{final:.{digits}g} after {trace['evaluations']} mappings / {trace['wall_s']:.1f} s")
+            if goal is not None:
+                line += f" against {trace['target']}'s {goal:.{digits}g} (test accuracy): " + (
+                    "never reached" if reached is None else
+                    f"reached after {reached['evaluations']} candidates, {reached['seconds']:.1f} s")
+            lines.append(line)
     return lines
 
 
@@ -136,4 +145,4 @@ def format_table(report: dict[str, Any]) -> str:
     lines += ["", *_method_lines(report), *_baseline_lines(report)]
     lines += ["", f"separation: {report['separation_rule']}"]
     lines += [f"  {line}" for line in separation_lines(report, digits=5)]
-    return "\n".join(lines + _oneshot_lines(report))
+    return "\n".join(lines + oneshot_lines(report, digits=5))

@@ -21,6 +21,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
 from ..checkpoint import guarded_writes
+from ..front_point import FrontPoint
 from ..training import Diverged
 from .artifact_store import MAPPING_PLOT, open_store, trial_files, upload_trial_files
 from .attempt import Fence, TrialTakenOver, storage_errors
@@ -103,14 +104,9 @@ class Objective:
         if self.store is None:
             return
         from .plots import plot_mapping
-        from .report import TrialRow
 
-        row = TrialRow(number=trial.number, state="COMPLETE", driver=self.driver, params=dict(attrs["params"]),
-                       accuracy=attrs["accuracy"], val_accuracy=attrs["val_accuracy"],
-                       latency_cycles=attrs["latency_cycles"], energy_uj=attrs["energy_uj"],
-                       channel_split=attrs["channel_split"])
         try:
-            plot_mapping(row, workdir / MAPPING_PLOT)
+            plot_mapping(FrontPoint.from_dict(attrs), f"trial {trial.number}", workdir / MAPPING_PLOT)
         except OSError as exc:
             self.say(f"trial {trial.number}: could not plot its mapping ({exc.strerror or exc})")
         upload_trial_files(self.store, trial, trial_files(attrs, workdir), self.say)

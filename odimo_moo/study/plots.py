@@ -10,8 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from ..strategy import COST_FIELDS  # noqa: E402
-from .report import COST_LABELS, StudyReport, TrialRow, front_of  # noqa: E402
+from ..front_point import COST_FIELDS, COST_METRICS, FrontPoint  # noqa: E402
+from .report import StudyReport, front_of  # noqa: E402
 
 MARKERS = ("o", "^", "s", "D", "v", "P")
 
@@ -24,31 +24,32 @@ def plot_front(report: StudyReport, metric: str, path: Path) -> Path:
     for i, driver in enumerate(drivers):
         rows = [r for r in report.feasible if r.driver == driver]
         marker = MARKERS[i % len(MARKERS)]
-        ax.scatter([r.cost(metric) for r in rows], [r.accuracy for r in rows], marker=marker, color="0.6",
-                   alpha=0.45, label=f"{driver}: all trials")
+        ax.scatter([r.scored.cost(metric) for r in rows], [r.scored.accuracy for r in rows], marker=marker,
+                   color="0.6", alpha=0.45, label=f"{driver}: all trials")
         front = front_of(rows, metric)
-        ax.step([r.cost(metric) for r in front], [r.accuracy for r in front], where="post", color=f"C{i}",
-                linewidth=1.2, alpha=0.8)
-        ax.scatter([r.cost(metric) for r in front], [r.accuracy for r in front], marker=marker, color=f"C{i}",
-                   edgecolors="black", linewidths=0.6, s=55, zorder=3, label=f"{driver}: Pareto front")
+        ax.step([r.scored.cost(metric) for r in front], [r.scored.accuracy for r in front], where="post",
+                color=f"C{i}", linewidth=1.2, alpha=0.8)
+        ax.scatter([r.scored.cost(metric) for r in front], [r.scored.accuracy for r in front], marker=marker,
+                   color=f"C{i}", edgecolors="black", linewidths=0.6, s=55, zorder=3, label=f"{driver}: Pareto front")
         for r in front:
-            ax.annotate(str(r.number), (r.cost(metric), r.accuracy), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7)
+            ax.annotate(str(r.number), (r.scored.cost(metric), r.scored.accuracy), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)
     if report.infeasible:
-        ax.scatter([r.cost(metric) for r in report.infeasible], [r.accuracy for r in report.infeasible], marker="x",
-                   color="0.45", label=f"infeasible (needs {', '.join(c.describe() for c in report.constraints)})")
+        ax.scatter([r.scored.cost(metric) for r in report.infeasible], [r.scored.accuracy for r in report.infeasible],
+                   marker="x", color="0.45",
+                   label=f"infeasible (needs {', '.join(c.describe() for c in report.constraints)})")
     for baseline in report.baselines:
-        cost = getattr(baseline, COST_FIELDS[metric])
+        cost = baseline.cost(metric)
         ax.scatter([cost], [baseline.accuracy], marker="*", s=140, color="crimson", edgecolors="black",
                    linewidths=0.5, zorder=4)
-        ax.annotate(baseline.label or baseline.strategy, (cost, baseline.accuracy), textcoords="offset points",
+        ax.annotate(baseline.name, (cost, baseline.accuracy), textcoords="offset points",
                     xytext=(5, -10), fontsize=7, color="crimson")
     if report.baselines:
         ax.scatter([], [], marker="*", s=140, color="crimson", label="baselines")
     front = report.fronts[metric]
     ax.set_title(f"{report.study_name}: test accuracy vs {metric}\nhypervolume {front.hypervolume:.4g} "
                  f"(reference {front.reference.describe(COST_FIELDS[metric])})", fontsize=9)
-    ax.set_xlabel(COST_LABELS[metric])
+    ax.set_xlabel(COST_METRICS[metric].label)
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
@@ -58,22 +59,24 @@ def plot_front(report: StudyReport, metric: str, path: Path) -> Path:
     return path
 
 
-def plot_mapping(row: TrialRow, path: Path) -> Path:
-    """Channels per compute unit of every searched layer of one trial, as stacked bars."""
-    layers = list(row.channel_split)
+def plot_mapping(point: FrontPoint, name: str, path: Path) -> Path:
+    """Channels per compute unit of every searched layer of one point (``name``: how the title calls
+    it, e.g. "trial 3"), as stacked bars."""
+    split = point.channel_split
+    layers = list(split)
     units: list[str] = []
-    for split in row.channel_split.values():
-        units += [unit for unit in split if unit not in units]
+    for counts in split.values():
+        units += [unit for unit in counts if unit not in units]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(layers) + 1.6))
     left = [0] * len(layers)
     for i, unit in enumerate(units):
-        counts = [row.channel_split[layer].get(unit, 0) for layer in layers]
+        counts = [split[layer].get(unit, 0) for layer in layers]
         ax.barh(layers, counts, left=left, color=f"C{i}", label=unit)
         left = [a + b for a, b in zip(left, counts)]
     ax.invert_yaxis()
-    params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.params.items())
-    ax.set_title(f"trial {row.number} ({params}): accuracy {row.accuracy:.4f}, "
-                 f"{row.latency_cycles:,.0f} cycles, {row.energy_uj:.4g} uJ", fontsize=8)
+    params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.params.items())
+    ax.set_title(f"{name} ({params}): accuracy {point.accuracy:.4f}, "
+                 f"{point.latency_cycles:,.0f} cycles, {point.energy_uj:.4g} uJ", fontsize=8)
     ax.set_xlabel("output channels")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

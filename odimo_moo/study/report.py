@@ -1,4 +1,5 @@
-"""Study reports: trials of a study as rows, Pareto fronts and hypervolumes, CSV/JSON files, a table.
+"""Study reports: the trials of a study as rows, their Pareto fronts and hypervolumes, the printed table
+(the files are written by :mod:`.report_output`).
 
 Fronts are taken on test accuracy (as in the paper) against each cost, over the trials that meet
 the study's constraints; the samplers (and optuna-dashboard's front) only ever see validation
@@ -8,27 +9,24 @@ reference point, stated with it.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from ..checkpoint import atomic_write_bytes, atomic_write_json
 from ..errors import RunFailure, UsageError
-from ..pareto import ReferencePoint, default_reference, hypervolume, pareto_mask
-from ..strategy import COST_FIELDS, Outcome
+from ..front_point import COST_FIELDS, COST_METRICS, REQUIRED_FIELDS, FrontPoint
+from ..pareto import ReferencePoint, default_reference, front_indices, points_hypervolume
+from ..strategy import Outcome
 from .constraints import Constraint, from_spec, is_feasible, to_spec, violations
 from .ledger import ERROR, FAILURE, SURPLUS, driver_of, work_number
 from .storage import CONFIG_ATTR
 
-COST_LABELS = {"latency": "latency [cycles]", "energy": "energy [uJ]"}
 BASELINES_FILE = "baselines.json"
 ACCURACY_NOTE = ("accuracy is test accuracy, on which the fronts are chosen (as in the paper); the samplers "
                  "and optuna-dashboard use validation accuracy (val_acc), so the search never sees the test split")
@@ -36,19 +34,14 @@ ACCURACY_NOTE = ("accuracy is test accuracy, on which the fronts are chosen (as 
 
 @dataclass(frozen=True)
 class TrialRow:
-    """One trial as the report sees it (costs and accuracies are None unless it completed)."""
+    """One trial as the report sees it: its state and, once it completed, its front point (whose
+    ``params`` are the trial's)."""
 
     number: int
     state: str
     driver: str
     params: dict[str, Any]
-    accuracy: float | None = None
-    val_accuracy: float | None = None
-    latency_cycles: float | None = None
-    energy_uj: float | None = None
-    channel_split: dict[str, dict[str, int]] = field(default_factory=dict)
-    artifacts: dict[str, str] = field(default_factory=dict)
-    wall_time_s: float | None = None
+    point: FrontPoint | None = None
     work_dir: str = ""
     failure: str = ""
     retry_of: int | None = None
@@ -63,16 +56,20 @@ class TrialRow:
         """Whether the trial completed and meets every constraint of its study."""
         return self.complete and is_feasible(self.constraints)
 
-    def cost(self, metric: str) -> float:
-        return float(getattr(self, COST_FIELDS[metric]))
+    @property
+    def scored(self) -> FrontPoint:
+        """The point of a complete trial (``ValueError`` for one without)."""
+        if self.point is None:
+            raise ValueError(f"trial {self.number} ({self.state}) has no accuracy and cost")
+        return self.point
 
-    def point(self) -> dict[str, Any]:
-        """The JSON record of a front point."""
-        return {"trial": self.number, "driver": self.driver, "accuracy": self.accuracy,
-                "val_accuracy": self.val_accuracy, "latency_cycles": self.latency_cycles,
-                "energy_uj": self.energy_uj, "lambda": self.params.get("lambda"), "params": self.params,
-                "constraints": self.constraints, "artifacts": self.artifacts, "work_dir": self.work_dir,
-                "channel_split": self.channel_split}
+    def record(self) -> dict[str, Any]:
+        """The JSON record of the trial as a front point."""
+        point = self.scored
+        return {"trial": self.number, "driver": self.driver, "accuracy": point.accuracy,
+                "val_accuracy": point.val_accuracy, **{name: getattr(point, name) for name in COST_FIELDS.values()},
+                "lambda": self.params.get("lambda"), "params": self.params, "constraints": self.constraints,
+                "artifacts": point.artifacts, "work_dir": self.work_dir, "channel_split": point.channel_split}
 
 
 def failure_of(trial: FrozenTrial) -> str:
@@ -84,6 +81,14 @@ def failure_of(trial: FrozenTrial) -> str:
     return failure
 
 
+def point_of(attrs: Mapping[str, Any]) -> FrontPoint | None:
+    """The front point of a trial's user attributes (``params``: the trial's), or None when they
+    hold no accuracy and cost (a trial that did not complete)."""
+    if not all(key in attrs for key in REQUIRED_FIELDS):
+        return None
+    return FrontPoint.from_dict(attrs)
+
+
 def row_of(trial: FrozenTrial, constraints: Sequence[Constraint] = ()) -> TrialRow:
     """The report's view of a trial; a complete one gets its values of ``constraints``."""
     attrs = trial.user_attrs
@@ -91,12 +96,8 @@ def row_of(trial: FrozenTrial, constraints: Sequence[Constraint] = ()) -> TrialR
     work = work_number(trial)
     return TrialRow(
         number=trial.number, state=trial.state.name, driver=driver_of(trial), params=dict(params),
-        accuracy=attrs.get("accuracy"), val_accuracy=attrs.get("val_accuracy"),
-        latency_cycles=attrs.get("latency_cycles"), energy_uj=attrs.get("energy_uj"),
-        channel_split=attrs.get("channel_split", {}), artifacts=attrs.get("artifacts", {}),
-        wall_time_s=attrs.get("wall_time_s"), work_dir=attrs.get("work_dir", ""),
-        failure=failure_of(trial),
-        retry_of=None if work == trial.number else work,
+        point=point_of({**attrs, "params": dict(params)}), work_dir=attrs.get("work_dir", ""),
+        failure=failure_of(trial), retry_of=None if work == trial.number else work,
         constraints=violations(constraints, attrs) if trial.state == TrialState.COMPLETE else {})
 
 
@@ -112,7 +113,10 @@ def load_baselines(folder: Path) -> list[Outcome]:
     if not path.is_file():
         return []
     try:
-        return [Outcome.from_dict(item) for item in json.loads(path.read_text())]
+        items = json.loads(path.read_text())
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise TypeError("expected a JSON list of objects")
+        return [Outcome.from_dict(item) for item in items]
     except (ValueError, TypeError) as exc:
         raise UsageError(f"{path}: not a list of outcome records ({exc})") from exc
 
@@ -128,7 +132,7 @@ class FrontReport:
     by_driver: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"points": [row.point() for row in self.front],
+        return {"points": [row.record() for row in self.front],
                 "hypervolume": self.hypervolume, "hypervolume_by_driver": self.by_driver,
                 "reference_point": {"accuracy": self.reference.accuracy,
                                     COST_FIELDS[self.metric]: self.reference.cost}}
@@ -136,24 +140,20 @@ class FrontReport:
 
 def front_of(rows: Sequence[TrialRow], metric: str) -> list[TrialRow]:
     """Non-dominated complete rows (max test accuracy, min cost), by increasing cost."""
-    mask = pareto_mask([r.accuracy for r in rows], [r.cost(metric) for r in rows])
-    return sorted((r for r, keep in zip(rows, mask) if keep), key=lambda r: r.cost(metric))
+    return [rows[i] for i in front_indices([r.scored for r in rows], metric)]
 
 
-def front_report(rows: Sequence[TrialRow], metric: str, baselines: Sequence[Outcome],
+def front_report(rows: Sequence[TrialRow], metric: str, baselines: Sequence[FrontPoint],
                  box: Sequence[TrialRow] = ()) -> FrontReport:
     """Front and hypervolumes of ``rows``; the reference point bounds them, the baselines and ``box``
     (rows that must fit the box though they are not on any front)."""
-    field_name = COST_FIELDS[metric]
-    baseline_costs = [float(getattr(b, field_name)) for b in baselines]
-    reference = default_reference([r.cost(metric) for r in [*rows, *box]] + baseline_costs)
-    by_driver = {driver: hypervolume([r.accuracy for r in rows if r.driver == driver],
-                                     [r.cost(metric) for r in rows if r.driver == driver], reference)
+    points = [r.scored for r in rows]
+    reference = default_reference([p.cost(metric) for p in [*points, *(r.scored for r in box), *baselines]])
+    by_driver = {driver: points_hypervolume([r.scored for r in rows if r.driver == driver], metric, reference)
                  for driver in sorted({r.driver for r in rows})}
     if baselines:
-        by_driver["baselines"] = hypervolume([b.accuracy for b in baselines], baseline_costs, reference)
-    return FrontReport(metric, front_of(rows, metric), reference,
-                       hypervolume([r.accuracy for r in rows], [r.cost(metric) for r in rows], reference),
+        by_driver["baselines"] = points_hypervolume(baselines, metric, reference)
+    return FrontReport(metric, front_of(rows, metric), reference, points_hypervolume(points, metric, reference),
                        by_driver)
 
 
@@ -216,49 +216,6 @@ def build_report(study: optuna.Study, storage: str, baselines: Sequence[Outcome]
     return StudyReport(study.study_name, storage, metrics, rows, fronts, list(baselines), constraints)
 
 
-def _csv(header: Sequence[str], records: Sequence[Sequence[Any]]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(records)
-    return buffer.getvalue().encode()
-
-
-MEASURES = ["accuracy", "val_accuracy", *COST_FIELDS.values()]
-
-
-def _measures(row: TrialRow) -> list[Any]:
-    return [getattr(row, name) for name in MEASURES]
-
-
-def _feasibility(report: StudyReport, row: TrialRow) -> list[Any]:
-    """The ``feasible`` cell and one cell per constraint value (empty unless the trial completed)."""
-    if not row.complete:
-        return [""] * (1 + len(report.constraints))
-    return [row.feasible, *(row.constraints[c.key] for c in report.constraints)]
-
-
-def write_tables(report: StudyReport, out: Path) -> dict[str, Path]:
-    """Write ``all_trials.csv`` (with each trial's feasibility and constraint values), ``pareto.csv``
-    (the front of each objective metric, feasible trials only) and ``pareto.json``."""
-    params = report.param_names()
-    paths = {"all_trials": out / "all_trials.csv", "pareto_csv": out / "pareto.csv",
-             "pareto_json": out / "pareto.json"}
-    atomic_write_bytes(paths["all_trials"], _csv(
-        ["trial", "state", "driver", "failure", "retry_of", *MEASURES, "feasible",
-         *(c.key for c in report.constraints), *params, "wall_time_s", "work_dir"],
-        [[r.number, r.state, r.driver, r.failure, "" if r.retry_of is None else r.retry_of, *_measures(r),
-          *_feasibility(report, r), *(r.params.get(p, "") for p in params), r.wall_time_s, r.work_dir]
-         for r in report.rows]))
-    atomic_write_bytes(paths["pareto_csv"], _csv(
-        ["front", "trial", "driver", *MEASURES, *params, "mapping", "exported_model", "work_dir"],
-        [[metric, r.number, r.driver, *_measures(r), *(r.params.get(p, "") for p in params),
-          r.artifacts.get("mapping", ""), r.artifacts.get("exported_model", ""), r.work_dir]
-         for metric in report.metrics for r in report.fronts[metric].front]))
-    atomic_write_json(paths["pareto_json"], report.to_dict())
-    return paths
-
-
 def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
@@ -276,9 +233,10 @@ def format_table(report: StudyReport) -> str:
         front = report.fronts[metric]
         lines.append(f"Pareto front of study {report.study_name!r}: test accuracy vs {metric} "
                      f"({len(front.front)} of {feasible})")
-        header = ["trial", "driver", *params, "accuracy", "val_acc", "latency [cycles]", "energy [uJ]"]
+        header = ["trial", "driver", *params, "accuracy", "val_acc", *(m.label for m in COST_METRICS.values())]
         table = [[str(r.number), r.driver, *(_format(r.params.get(p, "")) for p in params),
-                  f"{r.accuracy:.4f}", f"{r.val_accuracy:.4f}", f"{r.latency_cycles:,.0f}", f"{r.energy_uj:.4g}"]
+                  f"{r.scored.accuracy:.4f}", f"{r.scored.val_accuracy:.4f}",
+                  *(format(r.scored.cost(name), m.cell) for name, m in COST_METRICS.items())]
                  for r in front.front]
         widths = [max([len(h), *(len(row[i]) for row in table)]) for i, h in enumerate(header)]
         lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths)))
@@ -301,7 +259,8 @@ def pick_point(report: StudyReport, number: int | None) -> TrialRow | None:
     """Trial ``number`` (a complete trial), or the most accurate point of the first objective's front
     (None when no trial is feasible)."""
     if number is None:
-        return max(report.fronts[report.metrics[0]].front, key=lambda r: (r.accuracy, -r.cost(report.metrics[0])),
+        first = report.metrics[0]
+        return max(report.fronts[first].front, key=lambda r: (r.scored.accuracy, -r.scored.cost(first)),
                    default=None)
     for row in report.complete:
         if row.number == number:
@@ -310,28 +269,12 @@ def pick_point(report: StudyReport, number: int | None) -> TrialRow | None:
                      f"{', '.join(str(r.number) for r in report.complete)}")
 
 
-def write_report(report: StudyReport, out: Path, point: int | None = None) -> dict[str, Path]:
-    """Tables and plots of ``report`` in ``out``; returns the paths written."""
-    from .plots import plot_front, plot_mapping
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = write_tables(report, out)
-    for metric in COST_FIELDS:
-        paths[f"plot_{metric}"] = plot_front(report, metric, out / f"pareto_{metric}.png")
-    chosen = pick_point(report, point)
-    if chosen is not None:
-        paths["plot_mapping"] = plot_mapping(chosen, out / f"mapping_trial{chosen.number}.png")
-    return paths
-
-
 def fetch_absent_trials(report: StudyReport, study: optuna.Study, storage: BaseStorage,
                         store: FileSystemArtifactStore, folder: Path) -> StudyReport:
     """``report`` with every front trial whose work folder is absent here read from the artifact
     store ``store`` (of ``study``, in ``storage``) into ``folder/trials/<number>/``: its rows point
     at those files (``odimo export`` takes such a folder). Trials the store holds nothing of keep
     their paths."""
-    from dataclasses import replace
-
     from .artifact_store import download_trial_files
 
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -343,8 +286,8 @@ def fetch_absent_trials(report: StudyReport, study: optuna.Study, storage: BaseS
             target = folder / "trials" / str(row.number)
             files = download_trial_files(store, by_number[row.number], storage, target)
             if files:
-                artifacts = {key: str(files.get(Path(path).name, path)) for key, path in row.artifacts.items()}
-                fetched[row.number] = replace(row, artifacts=artifacts, work_dir=str(target))
+                artifacts = {key: str(files.get(Path(path).name, path)) for key, path in row.scored.artifacts.items()}
+                fetched[row.number] = replace(row, point=replace(row.scored, artifacts=artifacts), work_dir=str(target))
     if not fetched:
         return report
     fronts = {metric: replace(front, front=[fetched.get(r.number, r) for r in front.front])
