@@ -7,8 +7,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .assignment import PARAMETRIZATIONS
+from .assignment import INIT_STRATEGIES, PARAMETRIZATIONS
 from .errors import UsageError
+from .study.settings import bound_problem, declared, setting
 
 OPTIMIZERS = ("adam", "sgd")
 #: Where the gradient search's final training starts from (``Recipe.finetune_from``).
@@ -56,70 +57,61 @@ class Recipe:
     it, so the reported accuracy is the integer export's; false keeps them float and BatchNorm apart.
     """
 
-    warmup_epochs: int = 3
-    search_epochs: int = 6
-    finetune_epochs: int = 3
-    batch_size: int = 64
-    lr: float = 1e-3
-    nas_lr: float = 1e-2
-    weight_decay: float = 1e-4
-    optimizer: str = "adam"
-    lr_schedule: str = "cosine"
-    lambda_: float = 0.0
-    lambda_ramp: float = 0.5
-    parametrization: str = "thermometric"
-    init: str = "balanced"
-    temperature: float = 1.0
-    temperature_decay: float = 0.045
-    gumbel: bool = False
-    quantize: bool = True
-    deploy_format: bool = True
-    finetune_from: str = "search"
-    cost_target: float = 0.0
+    warmup_epochs: int = setting("epochs of the lambda-free warmup (shared by every strategy, cached)",
+                                 default=3, kind=int, minimum=0)
+    search_epochs: int = setting("epochs of the search (or of a fixed mapping's training)", default=6, kind=int,
+                                 minimum=0)
+    finetune_epochs: int = setting("epochs of the fine-tune under the frozen mapping (best validation epoch kept)",
+                                   default=3, kind=int, minimum=0)
+    batch_size: int = setting("training batch size", default=64, kind=int, minimum=1)
+    lr: float = setting("learning rate of the weights", default=1e-3, kind=float, minimum=0, open_bounds=True)
+    nas_lr: float = setting("learning rate of the assignment (constant)", default=1e-2, kind=float, minimum=0,
+                            open_bounds=True)
+    weight_decay: float = setting("weight decay of the weights", default=1e-4, kind=float, minimum=0)
+    optimizer: str = setting("optimizer of weights and assignment", default="adam", kind=str, choices=OPTIMIZERS)
+    lr_schedule: str = setting("the weights' learning rate over each phase", default="cosine", kind=str,
+                               choices=LR_SCHEDULES)
+    lambda_: float = setting("weight of ln(cost / cost on the default unit) in the loss: 1 % less cost is worth "
+                             "lambda/100 of task loss", default=0.0, kind=float, minimum=0)
+    lambda_ramp: float = setting("fraction of the search epochs over which lambda ramps up from lambda/100 "
+                                 "(0: no ramp)", default=0.5, kind=float, minimum=0, maximum=1)
+    parametrization: str = setting("channel-to-unit assignment", default="thermometric", kind=str,
+                                   choices=tuple(PARAMETRIZATIONS))
+    init: str = setting("initial assignment", default="balanced", kind=str, choices=INIT_STRATEGIES)
+    temperature: float = setting("initial softmax temperature (softmax parametrization)", default=1.0, kind=float,
+                                 minimum=0, open_bounds=True)
+    temperature_decay: float = setting("the temperature is multiplied by exp(-temperature_decay) every search epoch",
+                                       default=0.045, kind=float)
+    gumbel: bool = setting("Gumbel noise in the softmax assignment", default=False, kind=bool)
+    quantize: bool = setting("train the units' data formats (fake quantization)", default=True, kind=bool)
+    deploy_format: bool = setting("with quantize: unsearched layers in their unit's format, BatchNorm folded for the "
+                                  "fine-tune (the integer export's accuracy)", default=True, kind=bool)
+    finetune_from: str = setting("where the searched mapping's final training starts", default="search", kind=str,
+                                 choices=FINETUNE_STARTS)
+    cost_target: float = setting("search to this cost (the metric's unit) instead of a lambda; 0: none",
+                                 default=0.0, kind=float, minimum=0, note=" (0: none)")
 
     def __post_init__(self) -> None:
-        for name in ("warmup_epochs", "search_epochs", "finetune_epochs"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"recipe: {name} must be >= 0, got {getattr(self, name)}")
-        if self.batch_size < 1:
-            raise UsageError(f"recipe: batch_size must be >= 1, got {self.batch_size}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise UsageError(f"recipe: weight_decay must be a number >= 0, got {self.weight_decay}")
-        if not math.isfinite(self.temperature_decay):
-            raise UsageError(f"recipe: temperature_decay must be a finite number, got {self.temperature_decay}")
-        for name in ("lr", "nas_lr", "temperature"):
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise UsageError(f"recipe: {name} must be a positive number, got {value}")
-        if self.lambda_ < 0 or not math.isfinite(self.lambda_):
-            raise UsageError(f"recipe: lambda must be >= 0, got {self.lambda_}")
-        if not 0 <= self.lambda_ramp <= 1:
-            raise UsageError(f"recipe: lambda_ramp must be in [0, 1], got {self.lambda_ramp}")
-        if self.cost_target < 0 or not math.isfinite(self.cost_target):
-            raise UsageError(f"recipe: cost_target must be >= 0 (0: none), got {self.cost_target}")
-        if self.finetune_from not in FINETUNE_STARTS:
-            raise UsageError(f"recipe: finetune_from must be one of {', '.join(FINETUNE_STARTS)}, "
-                             f"got {self.finetune_from!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"recipe: optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise UsageError(f"recipe: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if self.parametrization not in PARAMETRIZATIONS:
-            raise UsageError(f"recipe: parametrization must be one of {', '.join(PARAMETRIZATIONS)}, "
-                             f"got {self.parametrization!r}")
+        for field, rule in declared(Recipe):
+            value = getattr(self, field.name)
+            problem = bound_problem(value, rule)
+            if problem is None and isinstance(value, float) and not math.isfinite(value):
+                problem = f"must be a finite number, got {value}"
+            if problem:
+                raise UsageError(f"recipe: {key_of(field.name)} {problem}")
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "Recipe":
         """Build from a flat mapping of recipe keys (:meth:`kinds`), each converted to its field's type."""
-        known = {key_of(f.name): f for f in dataclasses.fields(cls)}
+        known = {key_of(f.name): (f.name, rule.kind) for f, rule in declared(cls)}
         unknown = sorted(set(params) - set(known))
         if unknown:
             raise UsageError(f"unknown training parameter(s) {', '.join(unknown)}; known: {', '.join(known)}")
         converted = {}
         for key, value in params.items():
-            kind = type(known[key].default)
+            name, kind = known[key]
             try:
-                converted[known[key].name] = _convert(kind, value)
+                converted[name] = _convert(kind, value)
             except (TypeError, ValueError, OverflowError) as exc:
                 raise UsageError(f"training parameter {key}={value!r} is not a valid {kind.__name__}") from exc
         return cls(**converted)
@@ -128,7 +120,7 @@ class Recipe:
     def kinds(cls) -> dict[str, type]:
         """Each recipe key's type, by key as settings, ``--set`` and records name it (``lambda``, not
         ``lambda_``)."""
-        return {key_of(f.name): type(f.default) for f in dataclasses.fields(cls)}
+        return {key_of(f.name): rule.kind for f, rule in declared(cls)}
 
     @classmethod
     def fixed_mapping_defaults(cls) -> dict[str, Any]:

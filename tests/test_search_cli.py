@@ -84,7 +84,8 @@ def test_search_resumes_after_sigkill(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["search", "--lambda", "-1"], "--lambda must be a finite number >= 0"),
+    (["search", "--lambda", "-1"], "recipe: lambda must be >= 0, got -1.0"),
+    (["search", "--set", "lambda=1"], "--set lambda=...: give lambda with --lambda"),
     (["search", "--soc", "nosuch"], "unknown SoC 'nosuch'"),
     (["search", "--model", "nosuch"], "unknown model 'nosuch'"),
     (["search", "--set", "search_epochs=-2"], "search_epochs must be >= 0"),

@@ -117,7 +117,7 @@ BAD_CONFIGS = [
     ({"search_epochs": 3}, "search_epochs: training parameters go under training:"),
     ({"training.warmup_epochs": -1}, "training.warmup_epochs: warmup_epochs must be >= 0"),
     ({"training.finetune_epochs": "two"}, "training.finetune_epochs: must be an integer"),
-    ({"training.lr": 0}, "training.lr: lr must be a positive number"),
+    ({"training.lr": 0}, "training.lr: lr must be > 0, got 0"),
     ({"training.optimizer": "lion"}, "training.optimizer: optimizer must be one of adam, sgd"),
     ({"training.epochz": 1}, "training.epochz: unknown training parameter"),
     ({"training": [1, 2]}, "training: must be a mapping"),

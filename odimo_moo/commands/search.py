@@ -71,14 +71,16 @@ def parse_target(text: str, metric: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not (args.lambda_ >= 0 and args.lambda_ < float("inf")):
-        raise UsageError(f"--lambda must be a finite number >= 0, got {args.lambda_}")
+    params = parse_assignments(args.set)
+    if "lambda" in params:
+        raise UsageError("--set lambda=...: give lambda with --lambda")
     apply_threads(args.threads)
 
     from ..checkpoint import check_writable
+    from ..recipe import Recipe
     from ..workbench import Workbench
 
-    params = parse_assignments(args.set)
+    Recipe.from_params({"lambda": args.lambda_})  # checked before the output folder is named after it
     params["lambda"] = args.lambda_
     if args.target is not None:
         params["cost_target"] = parse_target(args.target, args.metric)

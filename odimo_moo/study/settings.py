@@ -24,7 +24,7 @@ class Setting:
     """What a study file may hold under one key.
 
     ``kind`` is the scalar type checked by :func:`read_scalar` (None: the key has its own parser);
-    ``minimum``/``maximum`` bound it (``open_bounds``: both ends excluded; ``note`` follows ">= N" in
+    ``minimum``/``maximum`` bound it (``open_bounds``: the ends excluded; ``note`` follows ">= N" in
     the message); ``choices`` lists its values; ``identity``: part of the problem a study's trials
     must agree on (``identity_when_empty=False``: only when the value is not empty); ``dump`` turns
     the value into its YAML form (default :func:`plain`); ``default_doc`` describes a default that
@@ -77,18 +77,29 @@ def default_of(field: dataclasses.Field) -> Any:
     return None
 
 
-def check_bounds(value: Any, path: str, rule: Setting, problems: Problems) -> None:
-    """Record a problem if ``value`` breaks the bounds or choices of ``rule``."""
+def bound_problem(value: Any, rule: Setting) -> str | None:
+    """What ``value`` breaks of the choices or bounds of ``rule`` (``open_bounds`` with a minimum
+    alone: above it), or None."""
     if rule.choices and value not in rule.choices:
-        problems.add(path, f"must be one of {', '.join(rule.choices)}, got {value!r}")
+        return f"must be one of {', '.join(rule.choices)}, got {value!r}"
     if rule.minimum is not None and rule.maximum is not None:
         low, high = rule.minimum, rule.maximum
         inside = low < value < high if rule.open_bounds else low <= value <= high
         if not inside:
             ends = "()" if rule.open_bounds else "[]"
-            problems.add(path, f"must be in {ends[0]}{low:g}, {high:g}{ends[1]}, got {value}")
+            return f"must be in {ends[0]}{low:g}, {high:g}{ends[1]}, got {value}"
+    elif rule.minimum is not None and rule.open_bounds and not value > rule.minimum:
+        return f"must be > {rule.minimum:g}{rule.note}, got {value}"
     elif rule.minimum is not None and value < rule.minimum:
-        problems.add(path, f"must be >= {rule.minimum:g}{rule.note}, got {value}")
+        return f"must be >= {rule.minimum:g}{rule.note}, got {value}"
+    return None
+
+
+def check_bounds(value: Any, path: str, rule: Setting, problems: Problems) -> None:
+    """Record a problem if ``value`` breaks the bounds or choices of ``rule``."""
+    problem = bound_problem(value, rule)
+    if problem:
+        problems.add(path, problem)
 
 
 def read_scalar(raw: Mapping[str, Any], field: dataclasses.Field, problems: Problems, prefix: str = "") -> Any:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Callable
 
+from ..recipe import SEARCH_ONLY_KEYS, Recipe, key_of
 from .drivers import DRIVERS
 from .schema import Heartbeat, StudyConfig
 from .settings import Setting, declared, default_of, plain
@@ -16,9 +18,19 @@ from .settings import Setting, declared, default_of, plain
 _HEADER = """# Study settings
 
 The keys of a study file (`odimo run STUDY.yaml`, `--set KEY=VALUE`). Generated from their declarations
-in `odimo_moo/study/schema.py` and `odimo_moo/study/drivers.py` by
+in `odimo_moo/study/schema.py`, `odimo_moo/recipe.py` and `odimo_moo/study/drivers.py` by
 `python -m odimo_moo.study.settings_doc > docs/SETTINGS.md`; do not edit by hand.
 """
+
+
+def _training_intro() -> str:
+    """What the training parameters' table lists."""
+    search_only = ", ".join(f"`{key}`" for key in SEARCH_ONLY_KEYS)
+    return ("The recipe (`odimo_moo/recipe.py`) of every strategy that trains: the keys of `training`, "
+            "`search_space` and `enqueue`, and `--set KEY=VALUE` of `odimo search` and `odimo compare`. "
+            f"{search_only} belong to the gradient search (`odimo`) alone; `odimo search --lambda` and "
+            "`odimo compare --lambdas` set lambda. A strategy's own parameters (`mapping`, `evaluations`, ...) "
+            "come on top.")
 
 
 def _rule(rule: Setting) -> str:
@@ -30,7 +42,7 @@ def _rule(rule: Setting) -> str:
         ends = "()" if rule.open_bounds else "[]"
         parts.append(f"in {ends[0]}{rule.minimum:g}, {rule.maximum:g}{ends[1]}")
     elif rule.minimum is not None:
-        parts.append(f">= {rule.minimum:g}")
+        parts.append(f"{'>' if rule.open_bounds else '>='} {rule.minimum:g}")
     if rule.identity:
         parts.append("defines the problem" + ("" if rule.identity_when_empty else " when set"))
     return "; ".join(parts)
@@ -50,8 +62,9 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _rows(cls: type, prefix: str = "") -> list[str]:
-    return [f"| `{prefix}{f.name}` | `{_cell(str(f.type))}` | {_default(f, rule)} | {_rule(rule)} | "
+def _rows(cls: type, prefix: str = "", key: Callable[[str], str] = str) -> list[str]:
+    """One row per declared field of ``cls``, named ``prefix`` + ``key(field name)``."""
+    return [f"| `{prefix}{key(f.name)}` | `{_cell(str(f.type))}` | {_default(f, rule)} | {_rule(rule)} | "
             f"{_cell(rule.help)} |" for f, rule in declared(cls)]
 
 
@@ -66,9 +79,11 @@ def _sampler_rows() -> list[str]:
 
 
 def settings_markdown() -> str:
-    """docs/SETTINGS.md: every study key, the heartbeat's keys, and each driver's samplers."""
+    """docs/SETTINGS.md: every study key, the heartbeat's keys, the training parameters and each
+    driver's samplers."""
     table = ["| key | type | default | rule | meaning |", "|---|---|---|---|---|"]
     lines = [_HEADER, "## Keys", "", *table, *_rows(StudyConfig), *_rows(Heartbeat, "heartbeat."), "",
+             "## Training parameters", "", _training_intro(), "", *table, *_rows(Recipe, key=key_of), "",
              "## Samplers", "",
              "`sampler: NAME` or `sampler: {name: NAME, settings: {...}}`; the first sampler of a driver is its "
              "default, and the study's `seed` seeds every sampler.", "",
