@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .assignment_names import INIT_STRATEGIES, PARAMETRIZATION_NAMES
 from .errors import UsageError
 
-INIT_STRATEGIES = ("first", "balanced", "random")
 #: Softmax init: the winning logit of each channel is 1 + this spread times a uniform draw.
 INIT_MARGIN_SPREAD = 0.5
 
@@ -196,7 +196,7 @@ class SoftmaxAssignment(Assignment):
             return self.alpha.argmax(dim=1)
 
 
-PARAMETRIZATIONS = {"thermometric": ThermometricAssignment, "softmax": SoftmaxAssignment}
+PARAMETRIZATIONS = dict(zip(PARAMETRIZATION_NAMES, (ThermometricAssignment, SoftmaxAssignment)))
 
 
 def make_assignment(parametrization: str, channels: int, units: int, init: str | Sequence[int],

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .assignment import INIT_STRATEGIES, PARAMETRIZATIONS
+from .assignment_names import INIT_STRATEGIES, PARAMETRIZATION_NAMES
 from .errors import UsageError
 from .study.settings import bound_problem, declared, setting
 
@@ -76,7 +76,7 @@ class Recipe:
     lambda_ramp: float = setting("fraction of the search epochs over which lambda ramps up from lambda/100 "
                                  "(0: no ramp)", default=0.5, kind=float, minimum=0, maximum=1)
     parametrization: str = setting("channel-to-unit assignment", default="thermometric", kind=str,
-                                   choices=tuple(PARAMETRIZATIONS))
+                                   choices=PARAMETRIZATION_NAMES)
     init: str = setting("initial assignment", default="balanced", kind=str, choices=INIT_STRATEGIES)
     temperature: float = setting("initial softmax temperature (softmax parametrization)", default=1.0, kind=float,
                                  minimum=0, open_bounds=True)

@@ -1,5 +1,5 @@
 """The problem instance, ``Setup``, is declared once and without torch: ``--help`` and the study
-schema read its fields' declarations without importing torch."""
+schema read its fields' declarations (and the recipe's) without importing torch."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from odimo_moo.errors import UsageError
 from odimo_moo.setup_settings import SETUP_SETTINGS, Setup
 
 
-def test_setup_and_the_study_schema_import_without_torch():
-    script = ("import sys\nimport odimo_moo.setup_settings, odimo_moo.study.schema\n"
+def test_setup_recipe_and_the_study_schema_import_without_torch():
+    script = ("import sys\nimport odimo_moo.setup_settings, odimo_moo.recipe, odimo_moo.study.schema\n"
               "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
