@@ -15,10 +15,10 @@ from typing import Any
 
 from .devices import DEVICES
 from .errors import UsageError
-from .strategy import COST_FIELDS
+from .front_point import COST_FIELDS
 from .study.settings import Setting, declared, setting
 
-#: The cost metrics a problem may minimise, in the order of :data:`~odimo_moo.strategy.COST_FIELDS`.
+#: The cost metrics a problem may minimise, in the order of :data:`~odimo_moo.front_point.COST_FIELDS`.
 METRIC_NAMES = tuple(COST_FIELDS)
 
 #: The fields that change where or how verbosely a problem is trained, not what is trained.

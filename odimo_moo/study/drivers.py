@@ -1,11 +1,14 @@
 """The drivers of a study's outer loop and the samplers each offers, with their settings: the one
-list of them (validation, ``odimo run`` and the docs' settings table read it). A driver's module is
-imported only when a study runs it."""
+list of them (validation, ``odimo run`` and the docs' settings table read it). Drivers and samplers
+are named by where they are implemented (``module:attribute``), imported only when a study runs them:
+this table describes them without importing them (the driver modules import the study schema, which
+reads this table)."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from .settings import Setting
 
@@ -24,11 +27,18 @@ class Sampler:
     settings: Mapping[str, Setting]
 
 
+def load(implementation: str) -> Any:
+    """The object an ``module:attribute`` reference names (imports its module)."""
+    module, _, attribute = implementation.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 @dataclass(frozen=True)
 class Driver:
-    """A driver: how to run a study with it, and its samplers (the first is the default)."""
+    """A driver: the function that runs a study with it (``module:attribute``, called with the study
+    config and whether to show progress) and its samplers (the first is the default)."""
 
-    run: Callable[[Any, bool], Any]
+    implementation: str
     samplers: Mapping[str, Sampler]
 
     @property
@@ -36,21 +46,13 @@ class Driver:
         """The sampler a study gets when it names none."""
         return next(iter(self.samplers))
 
-
-def _run_optuna(config: Any, progress: bool) -> Any:
-    from .optuna_driver import run_optuna
-
-    return run_optuna(config, progress)
-
-
-def _run_pymoo(config: Any, progress: bool) -> Any:
-    from .pymoo_driver import run_pymoo
-
-    return run_pymoo(config, progress)
+    def run(self, config: Any, progress: bool) -> Any:
+        """Run the study of ``config`` with this driver (imports its module)."""
+        return load(self.implementation)(config, progress)
 
 
 DRIVERS: dict[str, Driver] = {
-    "optuna": Driver(_run_optuna, {
+    "optuna": Driver("odimo_moo.study.optuna_driver:run_optuna", {
         "tpe": Sampler("optuna.samplers:TPESampler", {
             "n_startup_trials": _COUNT, "n_ei_candidates": _COUNT, "multivariate": _FLAG, "group": _FLAG,
             "constant_liar": _FLAG, "consider_endpoints": _FLAG, "prior_weight": _NUMBER}),
@@ -60,7 +62,7 @@ DRIVERS: dict[str, Driver] = {
         "random": Sampler("optuna.samplers:RandomSampler", {}),
         "gp": Sampler("optuna.samplers:GPSampler", {"n_startup_trials": _COUNT, "deterministic_objective": _FLAG}),
     }),
-    "pymoo": Driver(_run_pymoo, {
+    "pymoo": Driver("odimo_moo.study.pymoo_driver:run_pymoo", {
         "nsga2": Sampler("pymoo.algorithms.moo.nsga2:NSGA2", {"pop_size": _COUNT, "n_offsprings": _COUNT}),
     }),
 }
@@ -68,7 +70,4 @@ DRIVERS: dict[str, Driver] = {
 
 def sampler_class(driver: str, name: str) -> Any:
     """The class implementing sampler ``name`` of ``driver`` (imports its module)."""
-    import importlib
-
-    module, _, attribute = DRIVERS[driver].samplers[name].implementation.partition(":")
-    return getattr(importlib.import_module(module), attribute)
+    return load(DRIVERS[driver].samplers[name].implementation)
