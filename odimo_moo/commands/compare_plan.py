@@ -4,7 +4,6 @@ and the routing of ``--set`` parameters to the compared methods."""
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..pareto import ReferencePoint
-from ..recipe import DEFAULT_LAMBDAS
+from ..recipe import DEFAULT_LAMBDAS, Recipe
 from ..strategy import Strategy
 from ..yaml_loader import InvalidYaml, parse_yaml
 from .common import parse_assignments, setup_fields
@@ -41,14 +40,11 @@ def _names(value: Any, option: str) -> list[str]:
 
 
 def parse_lambdas(value: Any) -> list[float]:
-    """Lambdas from ``"0,0.1"`` or a list of numbers; each >= 0."""
+    """Lambdas from ``"0,0.1"`` or a list of numbers, each checked by the recipe's rule for lambda."""
     try:
-        values = [float(item) for item in _names(value, "lambdas")]
-    except ValueError as exc:
-        raise UsageError(f"lambdas {value!r}: expected comma-separated numbers ({exc})") from exc
-    if any(v < 0 or not math.isfinite(v) for v in values):
-        raise UsageError(f"lambdas {value!r}: lambda must be a number >= 0")
-    return values
+        return [Recipe.from_params({LAMBDA: item}).lambda_ for item in _names(value, "lambdas")]
+    except UsageError as exc:
+        raise UsageError(f"lambdas {value!r}: {exc}") from None
 
 
 def parse_seeds(value: Any) -> list[int]:
