@@ -8,7 +8,6 @@ import csv
 import dataclasses
 import io
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection, Iterable
 
@@ -20,6 +19,7 @@ from .checkpoint import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from .errors import RunFailure, UsageError
 from .export_formats import (compare_onnx, compare_outputs, export_float_onnx, export_qdq_onnx, onnx_session,
                              save_state_dict, save_torch_export)
+from .export_table import EXPORT_FORMATS
 from .qdq_modules import has_integer_units
 from .searchable import ODiMO
 from .result_files import channel_split_of, input_shape_of, read_json_file
@@ -143,24 +143,6 @@ def export_onnx(exported: nn.Module, sample: torch.Tensor, path: Path) -> bool:
         return False
     export_float_onnx(exported, sample, path)
     return True
-
-
-@dataclass(frozen=True)
-class ExportFormat:
-    """One file format of an exported network: its file name, artifact key, and what it needs."""
-
-    name: str
-    file: str
-    key: str
-    needs: str | None = None
-
-
-EXPORT_FORMATS = {f.name: f for f in (
-    ExportFormat("state-dict", "exported_state_dict.pt", "exported_state_dict"),
-    ExportFormat("torch-export", "exported.pt2", "exported_program"),
-    ExportFormat("onnx-float", "exported.onnx", "exported_onnx", needs="onnx"),
-    ExportFormat("onnx-qdq", "exported_qdq.onnx", "exported_qdq_onnx", needs="onnx"),
-)}
 
 
 def _export_sample(sample: torch.Tensor) -> torch.Tensor:

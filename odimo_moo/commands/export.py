@@ -6,9 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..export_table import EXPORT_FORMATS
 from .common import run_printing_json
-
-FORMATS = ("onnx-qdq", "onnx-float", "torch-export", "state-dict")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,13 +18,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "With --check DATASET, run the written file on DATASET's test split and compare it with "
                     "the network. See docs/EXPORT.md.")
     parser.add_argument("result_dir", help="a result folder (holds exported.pt and mapping.json)")
-    parser.add_argument("--format", default="onnx-float", choices=FORMATS,
+    parser.add_argument("--format", default="onnx-float", choices=tuple(EXPORT_FORMATS),
                         help="onnx-float (default): float ONNX; onnx-qdq: integer QuantizeLinear/DequantizeLinear "
                              "ONNX tagged per unit; torch-export: torch.export program (.pt2); state-dict: "
                              "tensors only")
     parser.add_argument("--out", default=None,
-                        help="file to write (default: the run's own file for the format in RESULT_DIR: exported.onnx, "
-                             "exported_qdq.onnx, exported.pt2, exported_state_dict.pt)")
+                        help="file to write (default: the run's own file for the format in RESULT_DIR: "
+                             + ", ".join(f"{f.file} ({f.name})" for f in EXPORT_FORMATS.values()) + ")")
     parser.add_argument("--check", default=None, metavar="DATASET",
                         help="compare the written file with the network on DATASET's test split (ONNX runs in "
                              "onnxruntime): prediction agreement and largest logit difference")
