@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import UsageError
-from ..front_point import REQUIRED_FIELDS
+from ..front_point import COST_FIELDS, REQUIRED_FIELDS
 from ..strategy import Outcome
 
 #: Files read by :func:`load_outcomes`: per-run results, study results and fronts, baseline lists.
@@ -32,7 +32,7 @@ def find_outcomes(payload: Any) -> list[Outcome]:
 
 def _key(outcome: Outcome) -> tuple:
     return (outcome.strategy, outcome.label, outcome.seed, outcome.accuracy, outcome.val_accuracy,
-            outcome.latency_cycles, outcome.energy_uj)
+            *(getattr(outcome, name) for name in COST_FIELDS.values()))
 
 
 def unique(outcomes: Iterable[Outcome]) -> list[Outcome]:
