@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
-from ..strategy import COST_FIELDS
+from ..front_point import COST_FIELDS
 
 CONSTRAINABLE = (*COST_FIELDS.values(), "val_accuracy")
 BOUNDS = ("max", "min")

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from ..front_point import COST_FIELDS
 from ..setup_settings import METRIC_NAMES, SETUP_SETTINGS, Setup
-from ..strategy import COST_FIELDS
 from . import constraints as constraint_rules
 from .constraints import Constraint
 from .drivers import DRIVERS

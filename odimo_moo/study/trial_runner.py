@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from ..commands.common import apply_threads
 from ..errors import RunFailure
 from ..registry import PluginRegistry, pick
-from ..strategy import COST_FIELDS, Outcome, Strategy
+from ..strategy import Outcome, Strategy
 from ..workbench import Workbench
 from .schema import StudyConfig
 
@@ -26,7 +26,7 @@ class TrialRecord:
 def objective_values(outcome: Outcome, metrics: tuple[str, ...]) -> list[float]:
     """What the outer loop optimises: validation accuracy (the sampler never sees the test split)
     and the cost of every study metric."""
-    return [outcome.val_accuracy] + [float(getattr(outcome, COST_FIELDS[m])) for m in metrics]
+    return [outcome.val_accuracy] + [outcome.cost(m) for m in metrics]
 
 
 def outcome_attrs(outcome: Outcome, params: Mapping[str, Any], workdir: str) -> dict[str, Any]:
