@@ -252,6 +252,21 @@ def _fusable(source: nn.Module) -> bool:
             and not isinstance(source.padding, str))
 
 
+def _op_backward(source: nn.Module, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_x: bool,
+                 need_weight: bool, need_bias: bool) -> tuple[torch.Tensor | None, ...]:
+    """Gradients of input, weight and bias of ``run_dense(source, x, weight, bias)`` (a Linear or a
+    zero-padded Conv2d) from its output gradient ``grad``; None where not needed."""
+    if not isinstance(source, nn.Linear):
+        bias_sizes = [weight.shape[0]] if need_bias else None
+        return torch.ops.aten.convolution_backward(
+            grad, x, weight, bias_sizes, list(source.stride), list(source.padding), list(source.dilation), False,
+            [0, 0], source.groups, [need_x, need_weight, need_bias])
+    flat_grad = grad.reshape(-1, grad.shape[-1])
+    return (grad.matmul(weight) if need_x else None,
+            flat_grad.t().matmul(x.reshape(-1, x.shape[-1])) if need_weight else None,
+            flat_grad.sum(dim=0) if need_bias else None)
+
+
 class _QuantizedInputLayer(torch.autograd.Function):
     """Fake-quantize the input (see ``odimo_moo.quantizers._FakeQuantizeActivation``), then run the
     layer's op over it, in one autograd node.
@@ -282,20 +297,8 @@ class _QuantizedInputLayer(torch.autograd.Function):
         integers = code.to(grad.dtype)
         weight = weight.to(grad.dtype)
         source = ctx.source
-        grad_input = grad_weight = grad_bias = None
-        if isinstance(source, nn.Linear):
-            flat_grad = grad.reshape(-1, grad.shape[-1])
-            if need_x:
-                grad_input = grad.matmul(weight)
-            if need_weight:
-                grad_weight = flat_grad.t().matmul(integers.reshape(-1, integers.shape[-1]))
-            if need_bias and ctx.has_bias:
-                grad_bias = flat_grad.sum(dim=0)
-        else:
-            bias_sizes = [weight.shape[0]] if ctx.has_bias else None
-            grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-                grad, integers, weight, bias_sizes, list(source.stride), list(source.padding),
-                list(source.dilation), False, [0, 0], source.groups, [need_x, need_weight, need_bias])
+        grad_input, grad_weight, grad_bias = _op_backward(source, grad, integers, weight, need_x, need_weight,
+                                                          need_bias and ctx.has_bias)
         if grad_weight is not None:
             grad_weight = grad_weight.mul_(step.to(grad_weight.dtype)).to(ctx.weight_dtype)
         if grad_bias is not None:
@@ -309,10 +312,11 @@ class _QuantizedInputLayer(torch.autograd.Function):
                                                           need_clip, grad_is_scratch=True)
         elif need_clip:
             # Only the clip needs the input's gradient (the network's first layer): the op is linear
-            # in its input, so sum(grad_input * d) == sum(grad * op(d)) -- one forward op over the
-            # input-sized direction d instead of the transposed op (several times dearer when the
-            # input has few channels).
+            # in its input and in its weight, so sum(grad_input * d) == sum(weight * G(d)) with G(d)
+            # the op's weight gradient for input d -- one weight-gradient pass over the input-sized
+            # direction d, cheaper than the transposed op and than the op itself over d (few input
+            # channels, strided stems: 0.7x to 0.2x of the op's time on CPU).
             direction = clip_descent_direction(x, integers, step, clip, ctx.signed)
-            response = run_dense(source, direction, weight, None)
-            grad_log2_clip = clip_gradient(grad, response, clip)
+            _, direction_weight, _ = _op_backward(source, grad, direction, weight, False, True, False)
+            grad_log2_clip = clip_gradient(weight, direction_weight, clip)
         return grad_x, grad_log2_clip, grad_weight, grad_bias, None, None, None, None

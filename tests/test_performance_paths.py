@@ -322,7 +322,8 @@ def test_model_with_cached_counts_copies_and_pickles(socs):
 @pytest.mark.parametrize("signed", [False, True])
 def test_clip_gradient_without_input_gradient_equals_quantize_then_op(monkeypatch, host, signed):
     """The network's first layer: only the clip needs the input's gradient, which the fused op gets
-    from one forward op over the clip direction (adjoint identity) instead of the transposed op."""
+    from the op's weight gradient over the clip direction (adjoint identity) instead of the transposed
+    op (strided conv, depthwise conv, linear)."""
     monkeypatch.setattr(quantizers, "host_bounds", lambda x: host)
     torch.manual_seed(4)
     quantizer = ActivationQuantizer(7, signed, init_clip=1.0).double()
