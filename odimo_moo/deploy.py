@@ -9,7 +9,6 @@ the running statistics, every BatchNorm that reads only a searched or fixed laye
 
 from __future__ import annotations
 
-import copy
 from functools import partial
 from typing import Callable, Mapping
 
@@ -58,15 +57,30 @@ class FixedQuantizedLayer(nn.Module):
     @torch.no_grad()
     def export(self) -> ExportedSplit:
         """The layer as one unit's sub-layer producing every channel (quantized weight, frozen input grid)."""
-        sub = copy.deepcopy(self.layer)
-        if parametrize.is_parametrized(sub):
-            parametrize.remove_parametrizations(sub, "bias")  # keeps the rounded bias, plain
+        sub = _plain_copy(self.layer)
         sub.weight.copy_(self.weight_quantizer(self.layer.weight))
         weight = integer_weight(self.weight_quantizer, self.layer.weight)
         channels = torch.arange(sub.weight.shape[0], device=sub.weight.device)
         branch = ExportedBranch(self.unit_index, freeze(self.input_quantizer), sub, channels,
                                 "float" if weight is None else weight.kind, weight)
         return ExportedSplit([branch], channels)
+
+
+def _plain_copy(layer: nn.Module) -> nn.Module:
+    """A Conv2d/Linear like ``layer`` holding its current weight and bias (a rounded bias: its value),
+    without parametrizations. (A deep copy of a parametrized module shares its class with the
+    original, and removing the copy's parametrization would remove the original's too.)"""
+    bias = layer.bias is not None
+    if isinstance(layer, nn.Linear):
+        plain: nn.Module = nn.Linear(layer.in_features, layer.out_features, bias=bias)
+    else:
+        plain = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                          layer.dilation, layer.groups, bias=bias, padding_mode=layer.padding_mode)
+    plain = plain.to(device=layer.weight.device, dtype=layer.weight.dtype)
+    plain.weight.copy_(layer.weight)
+    if bias:
+        plain.bias.copy_(layer.bias)
+    return plain
 
 
 def _input_step(quantizer: nn.Module) -> torch.Tensor | None:
