@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ from torch import nn
 from .alternatives import ChannelSelect
 from .errors import UsageError
 from .quantizers import FixedActivationQuantizer
-from .split_layer import ExportedBranch, ExportedSplit
+from .split_layer import ExportedBranch, ExportedSplit, exported_branches
 
 METADATA_PREFIX = "odimo."
 INT32_MAX = 2 ** 31 - 1
@@ -231,14 +231,6 @@ def _exact_levels(weight: torch.Tensor, scale: torch.Tensor, layer_name: str) ->
         raise UsageError(f"layer {layer_name}: the exported weight is not integer levels times its recorded "
                          f"scale; re-run the search to export it again")
     return levels
-
-
-def exported_branches(network: nn.Module) -> Iterator[tuple[str, int, ExportedBranch]]:
-    """(searched layer name, branch index, branch) of every unit sub-layer of an exported network."""
-    for name, module in network.named_modules():
-        if isinstance(module, ExportedSplit):
-            for index, branch in enumerate(module.branches):
-                yield name, index, branch
 
 
 def has_integer_units(exported: nn.Module) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -226,3 +226,22 @@ class ExportedSplit(nn.Module):
         if self.needs_permutation:
             y = y.index_select(1, self.inverse_permutation)
         return y
+
+
+def exported_branches(network: nn.Module) -> Iterator[tuple[str, int, ExportedBranch]]:
+    """Every per-unit sub-layer of an exported network (``ODiMO.export()``, or ``exported.pt`` loaded
+    with ``torch.load(..., weights_only=False)``): ``(layer, index, branch)`` per sub-layer.
+
+    ``layer`` is the searched (or, trained as deployed, fixed) layer's module name, as in
+    ``mapping.json``; ``index`` the sub-layer's place in the layer's concatenation. Of the
+    :class:`ExportedBranch`: ``unit_index`` (the unit, in the SoC's order: ``soc.units[unit_index]``,
+    mapping.json's ``units``), ``output_channels`` (the layer's output channels it computes, in its
+    output order), ``layer`` (the Conv2d/Linear; ``Sequential(ChannelSelect, Conv2d)`` for a depthwise
+    unit, which reads only its channels' inputs), ``input_quantizer`` (the unit's frozen input grid),
+    ``weight_format``, ``weight_bits`` and ``weight_scale``. Layers in network order, sub-layers in
+    concatenation order.
+    """
+    for name, module in network.named_modules():
+        if isinstance(module, ExportedSplit):
+            for index, branch in enumerate(module.branches):
+                yield name, index, branch

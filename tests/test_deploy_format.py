@@ -21,7 +21,7 @@ from odimo_moo.export_formats import onnx_session, run_onnx
 from odimo_moo.integer_reference import compare_requantization, compare_with_onnx
 from odimo_moo.models.mobilenet import mobilenetv1_darkside
 from odimo_moo.models.resnet import resnet8
-from odimo_moo.qdq_modules import exported_branches
+from odimo_moo.split_layer import exported_branches
 from odimo_moo.quantizers import PowerOfTwoActivationQuantizer
 from odimo_moo.recipe import Recipe
 from odimo_moo.searchable import ODiMO

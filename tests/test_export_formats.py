@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,10 @@ from odimo_moo.integer_reference import (compare_with_onnx, integer_sub_layers, 
                                          requantize)
 from odimo_moo.models.mobilenet import mobilenetv1_darkside
 from odimo_moo.models.resnet import resnet8
-from odimo_moo.qdq_modules import METADATA_PREFIX, exported_branches, qdq_network
+from odimo_moo.qdq_modules import METADATA_PREFIX, qdq_network
 from odimo_moo.weight_quantizers import IntWeightQuantizer, TernaryWeightQuantizer, integer_weight
 from odimo_moo.searchable import ODiMO
+from odimo_moo.split_layer import exported_branches
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed; the ONNX export tests need it: pip install 'odimo-moo[onnx]'")
 onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed; the QDQ model checks need it: pip install 'odimo-moo[test]'")
@@ -155,6 +157,36 @@ def test_mapping_json_schema_2(run):
         # the layer's energy is the SoC's model of all units together: never more than the sum alone
         assert info["energy_uj"] <= sum(u["energy_uj"] for u in info["units"].values()) * (1 + 1e-9)
 
+
+
+def test_exported_branches_list_each_layers_units_and_channels(run, check_images):
+    """``exported_branches`` lists every searched layer's per-unit sub-layers with the channels
+    mapping.json gives them, and each sub-layer computes exactly those channels of the layer's output."""
+    _, _, folder, _ = run
+    mapping = json.loads((folder / "mapping.json").read_text())
+    exported = torch.load(folder / "exported.pt", weights_only=False).eval()
+    units = [unit["name"] for unit in mapping["units"]]
+    listed: dict[str, dict[str, list[int]]] = {}
+    outputs: dict[tuple[str, int], torch.Tensor] = {}
+    hooks = []
+    for layer, index, branch in exported_branches(exported):
+        listed.setdefault(layer, {})[units[branch.unit_index]] = branch.output_channels.tolist()
+
+        def keep(module, args, output, key=(layer, index)):
+            outputs[key] = output
+
+        hooks.append(branch.register_forward_hook(keep))
+        if index == 0:
+            hooks.append(exported.get_submodule(layer).register_forward_hook(partial(keep, key=(layer, -1))))
+    with torch.no_grad():
+        exported(check_images[:16])
+    for hook in hooks:
+        hook.remove()
+    assert listed == {layer: {unit: info["channels"] for unit, info in entry["units"].items() if info["count"]}
+                      for layer, entry in mapping["layers"].items()}
+    assert all(len(sub_layers) == 2 for sub_layers in listed.values())  # the balanced split
+    for layer, index, branch in exported_branches(exported):
+        assert torch.equal(outputs[(layer, index)], outputs[(layer, -1)][:, branch.output_channels]), (layer, index)
 
 def _is_power_of_two(values: np.ndarray) -> bool:
     exponents = np.log2(values.astype(np.float64))
