@@ -1,0 +1,69 @@
+"""No import circles through the study and report modules, counting every import statement of the
+package (function-level ones included; those only for type checking left out)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import odimo_moo
+
+PACKAGE = Path(odimo_moo.__file__).parent
+#: The modules no import circle may pass through.
+GUARDED = ("odimo_moo.study", "odimo_moo.compare", "odimo_moo.front_point", "odimo_moo.pareto",
+           "odimo_moo.results")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = ("odimo_moo", *path.relative_to(PACKAGE).with_suffix("").parts)
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    return {id(node) for block in ast.walk(tree) if isinstance(block, ast.If) and "TYPE_CHECKING" in
+            ast.unparse(block.test) for statement in block.body for node in ast.walk(statement)}
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package modules that module ``name`` imports, anywhere in it."""
+    tree = ast.parse(path.read_text())
+    skipped, targets = _type_checking_only(tree), []
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            targets += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join([*package[:len(package) - node.level + 1], *([node.module] if node.module else [])]) \
+                if node.level else node.module or ""
+            targets += [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+    found = set()
+    for target in targets:
+        while target and target not in modules:
+            target = target.rpartition(".")[0]
+        if target and target != name and not name.startswith(target + "."):  # a package's own __init__
+            found.add(target)
+    return found
+
+
+def _reaches(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_no_import_circle_passes_through_the_study_and_report_modules():
+    modules = _modules()
+    graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+    guarded = [name for name in modules if name.startswith(GUARDED)]
+    assert len(guarded) > 30  # the walk found the study package
+    circles = {name: sorted(m for m in _reaches(graph, name) if name in _reaches(graph, m))
+               for name in guarded if name in _reaches(graph, name)}
+    assert not circles, circles
