@@ -13,8 +13,9 @@ next input codes follow by a power-of-two shift: ``clip(round_half_even(acc / 2^
 :func:`integer_sub_layers` reads the sub-layers (weights, bias, scales, convolution attributes) from
 a QDQ ``onnx.ModelProto``; :func:`compare_with_onnx` runs the model with onnxruntime, feeds every
 sub-layer's integer input codes to its integer reference and checks that the model's float output,
-divided by the accumulator scale, rounds to the integer accumulator; :func:`compare_requantization`
-checks the requantization shift against the codes onnxruntime feeds the next layer.
+divided by the accumulator scale, rounds to the integer accumulator.
+:func:`odimo_moo.integer_requantization.compare_requantization` checks the requantization between
+layers (through ReLU, residual adds and pooling) against the codes onnxruntime feeds the next layer.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def requantize(acc: torch.Tensor, shift: int, low: int, high: int) -> torch.Tens
     return (floor + up.to(torch.int64)).clamp(low, high)
 
 
-class _Constants:
+class GraphConstants:
     """Constant tensors of an ONNX graph by name: initializers, Constant nodes, and Identity copies
     of them (the exporter deduplicates equal initializers through Identity nodes)."""
 
@@ -149,7 +150,8 @@ class _Constants:
         raise UsageError(f"the ONNX tensor {name!r} is not a constant; is this a QDQ export of odimo-moo?")
 
 
-def _attributes(node: Any) -> dict[str, Any]:
+def node_attributes(node: Any) -> dict[str, Any]:
+    """An ONNX node's attributes by name, as Python values."""
     from onnx import helper
 
     return {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
@@ -158,7 +160,7 @@ def _attributes(node: Any) -> dict[str, Any]:
 def integer_sub_layers(model: Any) -> list[IntegerSubLayer]:
     """Every unit sub-layer of a QDQ ``onnx.ModelProto`` (written by
     :func:`odimo_moo.export_formats.qdq_onnx_model`) in integer form."""
-    constants = _Constants(model)
+    constants = GraphConstants(model)
     producers = constants.nodes
     layers = []
     for node in model.graph.node:
@@ -177,7 +179,7 @@ def integer_sub_layers(model: Any) -> list[IntegerSubLayer]:
         bias = None
         if len(node.input) > 2 and node.input[2]:
             bias = torch.from_numpy(constants[producers[node.input[2]].input[0]].astype(np.int32))
-        attributes = _attributes(node)
+        attributes = node_attributes(node)
         options: dict[str, Any] = {}
         if node.op_type == "Gemm":
             if attributes.get("transB") != 1 or attributes.get("transA", 0) or attributes.get("alpha", 1.0) != 1.0 \
@@ -199,21 +201,25 @@ def integer_sub_layers(model: Any) -> list[IntegerSubLayer]:
     return layers
 
 
+def onnx_values(model: Any, inputs: torch.Tensor, names: list[str]) -> dict[str, np.ndarray]:
+    """The tensors ``names`` of an ONNX model run by onnxruntime on ``inputs``."""
+    import onnx
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for name in names:
+        probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    return dict(zip(names, onnx_session(probe).run(names, {"input": inputs.cpu().numpy()})))
+
+
 @torch.no_grad()
 def compare_with_onnx(model: Any, inputs: torch.Tensor) -> dict[tuple[str, str], dict[str, float]]:
     """Run the QDQ model with onnxruntime on ``inputs`` and each integer sub-layer on the input codes
     onnxruntime quantized; per (layer, unit): the share of accumulators that the model's float output
     (divided by the accumulator scale, rounded) equals, and the largest distance between that
     output and the accumulator, in accumulator units."""
-    import onnx
-
     layers = integer_sub_layers(model)
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    wanted = [name for layer in layers for name in (layer.input_node, layer.output_node)]
-    for name in wanted:
-        probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    values = dict(zip(wanted, onnx_session(probe).run(wanted, {"input": inputs.cpu().numpy()})))
+    values = onnx_values(model, inputs, [name for layer in layers for name in (layer.input_node, layer.output_node)])
     report = {}
     for layer in layers:
         layer.check_range()
@@ -225,79 +231,4 @@ def compare_with_onnx(model: Any, inputs: torch.Tensor) -> dict[tuple[str, str],
             "equal": float((torch.round(real) == acc.to(torch.float64)).to(torch.float64).mean()),
             "max_distance": float((real - acc.to(torch.float64)).abs().max()),
         }
-    return report
-
-
-def _layer_outputs(model: Any, layers: list[IntegerSubLayer]) -> dict[str, str]:
-    """Per searched (or fixed) layer, the ONNX tensor holding its whole output: its permuting Gather,
-    else its Concat, else its only sub-layer's output."""
-    outputs: dict[str, str] = {}
-    for node in model.graph.node:
-        tags = node_tags(node)
-        if "layer" in tags and "unit" not in tags and node.op_type in ("Concat", "Gather"):
-            if node.op_type == "Gather" or tags["layer"] not in outputs:
-                outputs[tags["layer"]] = node.output[0]
-    for layer in layers:
-        if sum(other.layer == layer.layer for other in layers) == 1:
-            outputs.setdefault(layer.layer, layer.output_node)
-    return outputs
-
-
-def _relu_fed_quantizers(model: Any, tensor: str) -> list[tuple[Any, float]]:
-    """The tagged QuantizeLinear nodes that read ``tensor`` through one Relu (and a Clip), each with
-    the largest code they can hold (the Clip's bound over the step, else the integer type's top)."""
-    consumers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    constants = _Constants(model)
-    found = []
-    for relu in (n for n in consumers.get(tensor, []) if n.op_type == "Relu"):
-        for node in consumers.get(relu.output[0], []):
-            bound = None
-            if node.op_type == "Clip":
-                bound = float(constants[node.input[2]])
-                node = next((n for n in consumers.get(node.output[0], []) if n.op_type == "QuantizeLinear"), node)
-            if node.op_type != "QuantizeLinear" or "unit" not in node_tags(node):
-                continue
-            step = float(constants[node.input[1]])
-            top = 255 if constants[node.input[2]].dtype == np.uint8 else 127
-            found.append((node, top if bound is None else min(top, round(bound / step))))
-    return found
-
-
-@torch.no_grad()
-def compare_requantization(model: Any, inputs: torch.Tensor) -> dict[tuple[str, str, str], dict[str, float]]:
-    """Where a layer's output reaches the next sub-layer's QuantizeLinear through a ReLU alone (BatchNorm
-    folded), requantize each int unit's integer accumulators by a shift (:func:`requantize`, the ReLU
-    being the clamp at 0) and compare with the codes onnxruntime computed. Per (layer, unit, consuming
-    QuantizeLinear node): the share of equal codes. Units whose scale is not a power of two away from
-    the next step (ternary) are left out: they need a fixed-point multiplier."""
-    import onnx
-
-    layers = integer_sub_layers(model)
-    targets = {layer: _relu_fed_quantizers(model, tensor) for layer, tensor in _layer_outputs(model, layers).items()}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    wanted = sorted({layer.input_node for layer in layers}
-                    | {node.output[0] for found in targets.values() for node, _ in found})
-    for name in wanted:
-        probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    values = dict(zip(wanted, onnx_session(probe).run(wanted, {"input": inputs.cpu().numpy()})))
-    constants = _Constants(model)
-    report = {}
-    for layer in layers:
-        acc = layer.accumulate(torch.from_numpy(np.asarray(values[layer.input_node])))
-        channels = torch.tensor(layer.output_channels)
-        for node, top in targets.get(layer.layer, []):
-            try:
-                shift = requantization_shift(float(layer.accumulator_scale[0]), float(constants[node.input[1]]))
-            except UsageError:
-                continue
-            if len(set(layer.accumulator_scale.tolist())) != 1:
-                continue
-            codes = torch.from_numpy(np.asarray(values[node.output[0]]).astype(np.int64))[:, channels]
-            expected = requantize(acc, shift, 0, top)
-            report[(layer.layer, layer.unit, node.name)] = {
-                "elements": expected.numel(), "equal": float((codes == expected).to(torch.float64).mean())}
     return report

@@ -18,7 +18,8 @@ from odimo_moo.data import load_dataset
 from odimo_moo.deploy import FixedQuantizedLayer, split_accumulator_scales
 from odimo_moo.errors import UsageError
 from odimo_moo.export_formats import onnx_session, run_onnx
-from odimo_moo.integer_reference import compare_requantization, compare_with_onnx
+from odimo_moo.integer_reference import compare_with_onnx
+from odimo_moo.integer_requantization import compare_requantization
 from odimo_moo.models.mobilenet import mobilenetv1_darkside
 from odimo_moo.models.resnet import resnet8
 from odimo_moo.split_layer import exported_branches
@@ -209,26 +210,29 @@ def test_reported_accuracy_is_the_integer_exports(deployed_run, digits):
         assert tags.get("odimo.weight_format") in ("int", "ternary"), node.name
 
 
-#: Per SoC: layers whose int units' requantization is compared at least, and those units.
-REQUANTIZED = {"diana": ({"conv1", "layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1"}, {"digital"}),
-               "darkside": ({"stem.0", "blocks.0.spatial", "blocks.2.conv", "blocks.11.pointwise"},
-                            {"cluster", "dwe"})}
+#: Per SoC: the first layer (it reads the image) and a path between layers each run has.
+PATHS = {"diana": ("conv1", "Relu<Add<Concat"), "darkside": ("stem.0", "Relu")}
 
 
 def test_integer_reference_equals_the_qdq_model_bit_for_bit(deployed_run, digits):
     """Power-of-two steps: every int unit's accumulator is exactly the QDQ model's float output over
-    its scale, and requantizing it by a shift (ReLU as the clamp at 0) gives exactly the codes
-    onnxruntime feeds the next layer. (Ternary units need a multiplier: not compared.)"""
+    its scale, and the integer path to the next layer's input (ReLU, concatenation, channel selection,
+    residual add, global average pooling, then a requantization shift) gives exactly the codes
+    onnxruntime computes. (Ternary units' channels need a multiplier: not compared.)"""
     soc, out = deployed_run
     model = onnx.load(str(out / "exported_qdq.onnx"))
     images = _images_and_labels(digits.test)[0][:128]
-    for (layer, unit), numbers in compare_with_onnx(model, images).items():
+    accumulators = compare_with_onnx(model, images)
+    for (layer, unit), numbers in accumulators.items():
         assert numbers["equal"] == 1.0, (layer, unit)
         if unit != "analog":
             assert numbers["max_distance"] == 0.0, layer
     report = compare_requantization(model, images)
-    layers, units = REQUANTIZED[soc]
-    assert {layer for layer, _, _ in report} >= layers
-    assert {unit for _, unit, _ in report} == units
+    first, path = PATHS[soc]
+    assert path in {numbers["path"] for numbers in report.values()}
+    assert any(layer == "fc" and "GlobalAveragePool" in numbers["path"] for (layer, _), numbers in report.items())
+    assert all(layer != first for layer, _ in report)
+    if soc == "darkside":  # every unit is an int unit: every other sub-layer's input is compared
+        assert set(report) == {key for key in accumulators if key[0] != first}
     for key, numbers in report.items():
         assert numbers["elements"] > 0 and numbers["equal"] == 1.0, key
