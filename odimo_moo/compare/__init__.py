@@ -3,8 +3,8 @@ and iso-accuracy against baseline points, compute, and which differences exceed 
 
 Points are :class:`~odimo_moo.front_point.FrontPoint` records (test accuracy, cost of one metric),
 grouped by seed (``FrontPoint.seed``; files written before seeds were recorded form one group).
-Every hypervolume, of every seed and method, uses ONE reference point. Per seed and against every baseline point b of the same seed (e.g. each
-heuristic mapping), a method reports
+Every hypervolume, of every seed and method, uses ONE reference point. Per seed and against every
+baseline point b of the same seed (e.g. each heuristic mapping), a method reports
 
 * iso-cost: its best accuracy among points costing at most b's cost (and the gain over b);
 * iso-accuracy: its lowest cost among points at least as accurate as b, and the ratio
@@ -32,8 +32,8 @@ from .stats import MEDIAN_FRONT, SEPARATION_RULE, iso_comparison, median_attainm
 from .text import baseline_points, format_table, oneshot_lines, report_csv, separation_lines, spread_text
 
 __all__ = ["COMPUTE_FIELDS", "MEDIAN_FRONT", "OUTCOME_FILES", "SEARCH_FILE", "SEPARATION_RULE", "WARMUP_FILE",
-           "baseline_points", "build_report", "find_outcomes", "format_table", "iso_comparison",
-           "load_outcomes", "load_searches", "load_warmups", "median_attainment", "oneshot_lines", "plot_report", "report_csv",
+           "baseline_points", "build_report", "find_outcomes", "format_table", "iso_comparison", "load_outcomes",
+           "load_searches", "load_warmups", "median_attainment", "oneshot_lines", "plot_report", "report_csv",
            "seed_name", "separated", "separation_lines", "spread", "spread_text", "unique", "write_report"]
 
 
