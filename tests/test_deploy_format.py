@@ -210,8 +210,8 @@ def test_reported_accuracy_is_the_integer_exports(deployed_run, digits):
         assert tags.get("odimo.weight_format") in ("int", "ternary"), node.name
 
 
-#: Per SoC: the first layer (it reads the image) and a path between layers each run has.
-PATHS = {"diana": ("conv1", "Relu<Add<Concat"), "darkside": ("stem.0", "Relu")}
+#: Per SoC: the first layer (it reads the image) and an op on the path between layers each run has.
+PATHS = {"diana": ("conv1", "Add"), "darkside": ("stem.0", "Relu")}
 
 
 def test_integer_reference_equals_the_qdq_model_bit_for_bit(deployed_run, digits):
@@ -228,8 +228,8 @@ def test_integer_reference_equals_the_qdq_model_bit_for_bit(deployed_run, digits
         if unit != "analog":
             assert numbers["max_distance"] == 0.0, layer
     report = compare_requantization(model, images)
-    first, path = PATHS[soc]
-    assert path in {numbers["path"] for numbers in report.values()}
+    first, op = PATHS[soc]
+    assert any(op in numbers["path"].split("<") for numbers in report.values())
     assert any(layer == "fc" and "GlobalAveragePool" in numbers["path"] for (layer, _), numbers in report.items())
     assert all(layer != first for layer, _ in report)
     if soc == "darkside":  # every unit is an int unit: every other sub-layer's input is compared
