@@ -45,7 +45,7 @@ class LazyBuilder:
 
     module: str
     function: str
-    preset: Mapping[str, Any] = field(default_factory=dict)
+    preset: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def resolve(self) -> Callable[..., nn.Module]:
         """The builder itself (importing ``module``)."""
