@@ -50,6 +50,7 @@ class ScaledInteger:
         return per_channel.view((1, -1) + (1,) * (self.values.dim() - 2))
 
     def select(self, channels: torch.Tensor) -> "ScaledInteger":
+        """The channels ``channels`` (indices, in that order)."""
         return ScaledInteger(self.values.index_select(1, channels), self.exponent[channels], self.exact[channels])
 
 
@@ -204,7 +205,8 @@ def compare_requantization(model: Any, inputs: torch.Tensor) -> dict[tuple[str, 
 
 
 def _path(constants: GraphConstants, tensor: str) -> str:
-    """The op types from ``tensor`` back to the nearest sub-layer outputs, e.g. ``Relu<Add<Concat``."""
+    """The op types from ``tensor`` back to the nearest sub-layer output along each op's first input,
+    e.g. ``Relu<Add<Concat``."""
     ops = []
     node = constants.nodes.get(tensor)
     while node is not None and node.op_type not in ("Conv", "Gemm"):
