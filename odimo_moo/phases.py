@@ -49,6 +49,10 @@ TARGET_START_WEIGHT = 0.01
 #: fine-tune epoch) full-width mobilenetv1_darkside all-cluster fell from 0.61 to 0.09 validation
 #: accuracy at ``lr`` 1e-3 and reached 0.63 at 1e-4; DIANA ResNet-20 all-digital 0.55 vs 0.71.
 FOLDED_LR_FACTOR = 0.1
+#: Version of what a cached warmup holds, part of its key: raised whenever a built-in SoC's data
+#: formats change, which the setup (it names the SoC) does not show. 2: Darkside's activation steps
+#: became powers of two (``clip / 256``).
+WARMUP_FORMAT = 2
 #: The recipe keys a resumed phase may change: a longer phase may extend a finished one.
 EPOCH_KEYS = ("warmup_epochs", "search_epochs", "finetune_epochs")
 
@@ -66,7 +70,7 @@ def run_key(setup: Setup, recipe: Recipe, **extra: Any) -> str:
 
 def warmup_key(setup: Setup, recipe: Recipe) -> str:
     """Everything the warmup depends on (:meth:`Recipe.warmup_key`): its cache key."""
-    return _digest({"setup": setup.identity(), "recipe": recipe.warmup_key(), "format": 1})
+    return _digest({"setup": setup.identity(), "recipe": recipe.warmup_key(), "format": WARMUP_FORMAT})
 
 
 @contextlib.contextmanager
