@@ -93,6 +93,18 @@ def _announce(config: Any) -> None:
           f"  constraints {constraints}\n  storage     {config.storage}\n  output      {config.out}", flush=True)
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The study settings given on the command line: ``--set KEY=VALUE`` and the dedicated options."""
+    from .common import parse_assignments
+
+    overrides = parse_assignments(args.set)
+    for key, value in (("out", args.out), ("storage", args.storage), ("device", args.device),
+                       ("threads", args.threads)):
+        if value is not None:
+            overrides[key] = value
+    return overrides
+
+
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the study; print progress and the report (stdout); return the JSON summary."""
     import yaml
@@ -105,15 +117,9 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     from ..study.ledger import Ledger
     from ..study.report import build_report, format_table, load_baselines
     from ..study.report_output import write_report
-    from .common import parse_assignments
 
     started = time.time()
-    overrides = parse_assignments(args.set)
-    for key, value in (("out", args.out), ("storage", args.storage), ("device", args.device),
-                       ("threads", args.threads)):
-        if value is not None:
-            overrides[key] = value
-    config = load_study(args.study, overrides, plugins=args.plugin)
+    config = load_study(args.study, _overrides(args), plugins=args.plugin)
     folders = [config.out, config.out / "warmup-cache"] + ([config.artifacts] if config.artifacts else [])
     for folder in folders:  # fail now, not after hours of training
         check_writable(folder)
