@@ -1,4 +1,7 @@
-"""Atomic checkpoint files: a write is either complete on disk or not there at all."""
+"""Atomic checkpoint files: a write is either complete on disk or not there at all.
+
+Torch is imported by the two functions that save and load tensors, so JSON and byte writes (reports,
+results) do not load it."""
 
 from __future__ import annotations
 
@@ -10,8 +13,6 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
-
-import torch
 
 from .errors import RunFailure
 
@@ -84,6 +85,8 @@ def atomic_write_json(path: Path, payload: Any) -> None:
 
 def atomic_torch_save(path: Path, payload: Any) -> None:
     """``torch.save`` with the same all-or-nothing guarantee."""
+    import torch
+
     tmp = _temporary(path)
     try:
         with open(tmp, "wb") as handle:
@@ -114,6 +117,8 @@ def _os_error(exc: BaseException | None) -> OSError | None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint written by :func:`atomic_torch_save`; a corrupt file is a clear RunFailure."""
+    import torch
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:

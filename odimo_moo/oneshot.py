@@ -29,7 +29,7 @@ from .batchnorm import CALIBRATION_BATCHES, preserved_batchnorm, recalibrate_bat
 from .checkpoint import atomic_write_json
 from .errors import UsageError
 from .genome import GenomeLayout, genome_to_counts
-from .pareto import ReferencePoint, hypervolume, pareto_mask
+from .pareto import ReferencePoint, Scored, hypervolume_trace, pareto_mask
 from .recipe import Recipe
 from .searchable import ODiMO
 from .strategy import COST_FIELDS, Outcome
@@ -82,38 +82,6 @@ class SearchBudget:
 
 
 # ----------------------------------------------------------------------------- search
-@dataclass(frozen=True)
-class Scored:
-    """One mapping scored on the one-shot supernet: ``evaluation`` is how many candidates the search
-    had proposed when it was scored, ``seconds`` the search's wall time then."""
-
-    genome: tuple[int, ...]
-    val_accuracy: float
-    cost: float
-    evaluation: int = 0
-    seconds: float = field(default=0.0, compare=False)
-
-
-def hypervolume_trace(points: Sequence[Scored], reference: ReferencePoint) -> list[list[float]]:
-    """The archive's hypervolume as the search went: ``[evaluation, seconds, hypervolume]`` at every
-    point that enlarged it, and at the last point (``points`` in the order they were scored)."""
-    trace: list[list[float]] = []
-    front: list[Scored] = []
-    volume = 0.0
-    for point in points:
-        dominated = any(p.val_accuracy >= point.val_accuracy and p.cost <= point.cost for p in front)
-        if not dominated:
-            front = [p for p in front if not (point.val_accuracy >= p.val_accuracy and point.cost <= p.cost)]
-            front.append(point)
-            enlarged = hypervolume([p.val_accuracy for p in front], [p.cost for p in front], reference)
-            if enlarged > volume or not trace:
-                volume = enlarged
-                trace.append([point.evaluation, point.seconds, volume])
-    if points and (not trace or trace[-1][0] != points[-1].evaluation):
-        trace.append([points[-1].evaluation, points[-1].seconds, volume])
-    return trace
-
-
 @dataclass
 class OneShotSearch:
     """Scores genomes on the warmed-up ``model`` until the budget is spent, keeping an archive.

@@ -1,13 +1,14 @@
-"""Pareto fronts of (accuracy, cost) points and their hypervolume.
+"""Pareto fronts of (accuracy, cost) points and their hypervolume, also as a search went.
 
 Accuracy is maximised, cost (latency cycles or energy) minimised. The hypervolume is computed by
 ``moocore`` (a pymoo dependency) on (error, cost) with an explicit reference point, so numbers from
-different methods are comparable whenever they share the reference point.
+different methods are comparable whenever they share the reference point. Torch-free: the one-shot
+search and the comparison report both trace their archives' hypervolume here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 import moocore
@@ -28,6 +29,19 @@ class ReferencePoint:
 
     def describe(self, cost_name: str) -> str:
         return f"accuracy={self.accuracy:g}, {cost_name}={self.cost:g}"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One mapping scored during a search (on the one-shot supernet): ``evaluation`` is how many
+    candidates the search had proposed when it was scored, ``seconds`` the search's wall time then;
+    ``genome`` is empty where only the scores were recorded."""
+
+    genome: tuple[int, ...]
+    val_accuracy: float
+    cost: float
+    evaluation: int = 0
+    seconds: float = field(default=0.0, compare=False)
 
 
 def pareto_mask(accuracy: Sequence[float], cost: Sequence[float]) -> np.ndarray:
@@ -75,3 +89,24 @@ def default_reference(costs: Sequence[float], margin: float = 1.1) -> ReferenceP
     if len(costs) == 0:
         raise UsageError("no points to build a hypervolume reference point from")
     return ReferencePoint(accuracy=0.0, cost=float(np.max(np.asarray(costs, dtype=float))) * margin)
+
+
+def hypervolume_trace(points: Sequence[Scored], reference: ReferencePoint) -> list[list[float]]:
+    """An archive's hypervolume (validation accuracy, cost) as the search went: ``[evaluation,
+    seconds, hypervolume]`` at every point that enlarged it, and at the last point (``points`` in the
+    order they were scored)."""
+    trace: list[list[float]] = []
+    front: list[Scored] = []
+    volume = 0.0
+    for point in points:
+        dominated = any(p.val_accuracy >= point.val_accuracy and p.cost <= point.cost for p in front)
+        if not dominated:
+            front = [p for p in front if not (point.val_accuracy >= p.val_accuracy and point.cost <= p.cost)]
+            front.append(point)
+            enlarged = hypervolume([p.val_accuracy for p in front], [p.cost for p in front], reference)
+            if enlarged > volume or not trace:
+                volume = enlarged
+                trace.append([point.evaluation, point.seconds, volume])
+    if points and (not trace or trace[-1][0] != points[-1].evaluation):
+        trace.append([points[-1].evaluation, points[-1].seconds, volume])
+    return trace

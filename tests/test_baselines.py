@@ -12,7 +12,8 @@ import torch
 from odimo_moo.errors import UsageError
 from odimo_moo.genome import random_genomes
 from odimo_moo.layer_splits import min_latency_split
-from odimo_moo.oneshot import OneShotSearch, Scored, SearchBudget, spread_along_front
+from odimo_moo.oneshot import OneShotSearch, SearchBudget, spread_along_front
+from odimo_moo.pareto import Scored
 from odimo_moo.nsga2_mapping import evolve
 from odimo_moo.plugins.heuristic import catalogue
 from odimo_moo.phases import warmup

@@ -91,14 +91,13 @@ def test_each_command_module_builds_its_parser_with_the_listed_help():
 
 
 def test_help_and_version_do_not_import_torch():
-    """Every --help whose command does not need torch to define its options (compare does), in one
-    fresh process."""
+    """Every command's --help, in one fresh process."""
     script = textwrap.dedent('''
         import sys
         import odimo_moo.commands.common  # the --threads and --set helpers, for odimo run too
         from odimo_moo.cli import main
         for argv in (["--help"], ["--version"], ["plugins", "--help"], ["cost", "--help"], ["export", "--help"],
-                     ["run", "--help"], ["report", "--help"], ["search", "--help"]):
+                     ["run", "--help"], ["report", "--help"], ["search", "--help"], ["compare", "--help"]):
             try:
                 main(argv)
             except SystemExit as exc:

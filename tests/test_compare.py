@@ -4,6 +4,8 @@ reading result files written before, and routing parameters when it runs the met
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -118,6 +120,26 @@ def test_compare_from_files_writes_the_report(tmp_path, capsys):
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     baselines = json.loads((out / "baselines.json").read_text())
     assert [Outcome.from_dict(b).label for b in baselines] == ["all:digital", "all:analog"]
+
+
+def test_reading_results_back_does_not_import_torch(tmp_path):
+    """``odimo compare --from`` (report, one-shot hypervolume trace, plot) in a fresh process: no torch."""
+    write_results(tmp_path / "in")
+    points = [{"val_accuracy": 0.6, "latency_cycles": 200.0, "evaluation": 1, "seconds": 0.5},
+              {"val_accuracy": 0.8, "latency_cycles": 150.0, "evaluation": 2, "seconds": 1.0}]
+    (tmp_path / "in" / "evolutionary" / "search.json").write_text(json.dumps(
+        {"strategy": "evolutionary", "metric": "latency", "points": points}))
+    out = tmp_path / "out"
+    script = textwrap.dedent(f'''
+        import sys
+        from odimo_moo.cli import main
+        assert main(["compare", "--from", {str(tmp_path / "in")!r}, "--out", {str(out)!r}]) == 0
+        assert "torch" not in sys.modules
+    ''')
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    trace = json.loads((out / "compare.json").read_text())["oneshot"]["evolutionary"]
+    assert [step[0] for step in next(iter(trace.values()))["trace"]] == [1, 2]
 
 
 def test_compare_usage_errors(tmp_path, capsys):

@@ -1,9 +1,12 @@
-"""No import circles through the study and report modules, counting every import statement of the
-package (function-level ones included; those only for type checking left out)."""
+"""Import structure: no import circles through the guarded modules, counting every import statement of
+the package (function-level ones included; those only for type checking left out), and the report
+modules load no torch."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import odimo_moo
@@ -67,3 +70,13 @@ def test_no_import_circle_passes_through_the_study_and_report_modules():
     circles = {name: sorted(m for m in _reaches(graph, name) if name in _reaches(graph, m))
                for name in guarded if name in _reaches(graph, name)}
     assert not circles, circles
+
+
+def test_the_report_modules_do_not_import_torch():
+    """``odimo report`` and ``odimo compare --from`` read results: a fresh process importing what they
+    use (checkpoint's atomic writes included) loads no torch."""
+    modules = ("odimo_moo.study.report", "odimo_moo.study.report_output", "odimo_moo.compare",
+               "odimo_moo.commands.report", "odimo_moo.commands.compare", "odimo_moo.checkpoint", "odimo_moo.results")
+    script = f"import sys\nfor name in {modules!r}:\n    __import__(name)\nassert 'torch' not in sys.modules"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

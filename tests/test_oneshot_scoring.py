@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from odimo_moo.batchnorm import preserved_batchnorm, recalibrate_batchnorm
-from odimo_moo.oneshot import OneShotSearch, Scored, SearchBudget, choose_points, hypervolume_trace
-from odimo_moo.pareto import ReferencePoint
+from odimo_moo.oneshot import OneShotSearch, SearchBudget, choose_points
+from odimo_moo.pareto import ReferencePoint, Scored, hypervolume_trace
 from odimo_moo.phases import warmup
 from odimo_moo.recipe import Recipe
 from odimo_moo.workbench import Setup, Workbench

@@ -23,12 +23,12 @@ import argparse
 import json
 import sys
 
-from ..compare import build_report, format_table, load_outcomes, load_searches, load_warmups, unique, write_report
+from ..compare import (build_report, format_table, load_budgets, load_outcomes, load_run_record, load_searches,
+                       load_warmups, unique, write_report)
 from ..recipe import DEFAULT_LAMBDAS
-from ..workbench import Setup
+from ..setup_settings import Setup
 from .common import add_setup_options, add_threads_option, apply_threads, build_setup, out_dir, setup_values
 from .compare_plan import BUDGETS, packaged_presets, resolve_plan
-from .compare_units import RUN_FILE, budgets_of, run_methods
 
 DEFAULT_METHODS = ("odimo", "evolutionary", "random_mapping", "heuristic")
 
@@ -105,17 +105,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the methods (or read --from folders), then write and print the report."""
-    apply_threads(args.threads)
+    """Run the methods (or read --from folders), then write and print the report (reading results
+    back needs no torch)."""
     plan = resolve_plan(args)
     if args.sources:
         folders = [out_dir(s) for s in args.sources]
         folder = out_dir(plan.out or args.sources[0])
         outcomes = unique(o for source in folders for o in load_outcomes(source))
-        run_info = next((json.loads((f / RUN_FILE).read_text()) for f in folders if (f / RUN_FILE).is_file()), {})
+        run_info = load_run_record(folders)
         given = {**plan.setup_base, **setup_values(args), **plan.setup_overrides}
         metric = str(given.get("metric") or run_info.get("setup", {}).get("metric") or Setup.metric)
     else:
+        from .compare_units import run_methods
+
+        apply_threads(args.threads)
         setup = build_setup(args, plan.setup_base, plan.setup_overrides)
         metric = setup.metric
         methods = plan.methods or list(DEFAULT_METHODS)
@@ -123,12 +126,12 @@ def run(args: argparse.Namespace) -> int:
         folder = folders[0]
         outcomes = run_methods(args, plan, methods, folder)
         plan.methods = methods
-        run_info = json.loads((folder / RUN_FILE).read_text())
+        run_info = load_run_record([folder])
     warmups = {seed: records for source in folders for seed, records in load_warmups(source).items()}
     searches = [s for source in folders for s in load_searches(source)]
     report = build_report(outcomes, metric, plan.baselines, plan.reference, plan.methods, warmups, searches)
     report["sources"] = [str(f) for f in folders]
-    report["budget"] = {"mode": run_info.get("budget", plan.budget), "per_seed": budgets_of(folders)}
+    report["budget"] = {"mode": run_info.get("budget", plan.budget), "per_seed": load_budgets(folders)}
     baselines = [o for o in outcomes
                  if o.strategy in plan.baselines and (plan.methods is None or o.strategy in plan.methods)]
     paths = write_report(report, baselines, folder)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..checkpoint import atomic_write_json, check_writable
+from ..compare.inputs import BUDGET_FILE, RUN_FILE
 from ..devices import resolve_device
 from ..errors import UsageError
 from ..phases import warmup, warmup_key
@@ -22,9 +23,7 @@ from ..workbench import Workbench
 from .common import build_setup
 from .compare_plan import LAMBDA, Plan, route_parameters
 
-RUN_FILE = "compare-run.json"
 UNIT_FILE = "outcomes.json"
-BUDGET_FILE = "budget.json"
 #: The one-shot time budget of a matched run is never below this (the search scores one candidate).
 MIN_ONESHOT_SECONDS = 1e-3
 
@@ -175,13 +174,3 @@ def run_methods(args: argparse.Namespace, plan: Plan, methods: list[str], folder
                 outcomes += found
                 atomic_write_json(folder / "results.json", [o.to_dict() for o in outcomes])
     return outcomes
-
-
-def budgets_of(folders: Sequence[Path]) -> dict[str, Any]:
-    """Per seed, the matched budgets recorded (:data:`BUDGET_FILE`) under ``folders``."""
-    found = {}
-    for folder in folders:
-        for path in sorted(folder.rglob(BUDGET_FILE)):
-            seed = path.parent.name.removeprefix("seed-")
-            found[seed] = json.loads(path.read_text())
-    return found

@@ -24,16 +24,16 @@ from typing import Any, Sequence
 
 from ..checkpoint import atomic_write_bytes, atomic_write_json
 from ..front_point import FrontPoint
-from .inputs import (OUTCOME_FILES, SEARCH_FILE, WARMUP_FILE, find_outcomes, load_outcomes, load_searches, load_warmups,
-                     unique)
+from .inputs import (BUDGET_FILE, OUTCOME_FILES, RUN_FILE, SEARCH_FILE, WARMUP_FILE, find_outcomes, load_budgets,
+                     load_outcomes, load_run_record, load_searches, load_warmups, unique)
 from .plot import plot_report
 from .report import COMPUTE_FIELDS, build_report
 from .stats import MEDIAN_FRONT, SEPARATION_RULE, iso_comparison, median_attainment, seed_name, separated, spread
 from .text import baseline_points, format_table, oneshot_lines, report_csv, separation_lines, spread_text
 
-__all__ = ["COMPUTE_FIELDS", "MEDIAN_FRONT", "OUTCOME_FILES", "SEARCH_FILE", "SEPARATION_RULE", "WARMUP_FILE",
-           "baseline_points", "build_report", "find_outcomes", "format_table", "iso_comparison", "load_outcomes",
-           "load_searches", "load_warmups", "median_attainment", "oneshot_lines", "plot_report", "report_csv",
+__all__ = ["BUDGET_FILE", "COMPUTE_FIELDS", "MEDIAN_FRONT", "OUTCOME_FILES", "RUN_FILE", "SEARCH_FILE",
+           "SEPARATION_RULE", "WARMUP_FILE", "baseline_points", "build_report", "find_outcomes", "format_table",
+           "iso_comparison", "load_budgets", "load_outcomes", "load_run_record", "load_searches", "load_warmups", "median_attainment", "oneshot_lines", "plot_report", "report_csv",
            "seed_name", "separated", "separation_lines", "spread", "spread_text", "unique", "write_report"]
 
 

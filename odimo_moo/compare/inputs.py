@@ -1,4 +1,5 @@
-"""Reading what a comparison compares: outcomes, shared warmups and one-shot search records."""
+"""Reading what a comparison compares: outcomes, shared warmups, one-shot search records, and what
+an ``odimo compare`` run recorded (its run record and matched budgets)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ OUTCOME_FILES = ("result.json", "results.json", "pareto.json", "baselines.json")
 WARMUP_FILE = "warmup.json"
 #: A one-shot search's record (read back by :func:`load_searches`).
 SEARCH_FILE = "search.json"
+#: What an ``odimo compare`` run recorded about itself (command, setup, seeds, methods, recipes, machine).
+RUN_FILE = "compare-run.json"
+#: Per seed, how each one-shot method's budget was matched to ODiMO's (read back by :func:`load_budgets`).
+BUDGET_FILE = "budget.json"
 
 
 def find_outcomes(payload: Any) -> list[Outcome]:
@@ -87,4 +92,21 @@ def load_searches(folder: Path) -> list[dict[str, Any]]:
         data = _read_json(folder, path)
         if isinstance(data, dict) and "strategy" in data and isinstance(data.get("points"), list):
             found.append(data)
+    return found
+
+
+def load_run_record(folders: Iterable[Path]) -> dict[str, Any]:
+    """The first :data:`RUN_FILE` found in ``folders`` (``{}`` if none: folders of other commands)."""
+    for folder in folders:
+        if (folder / RUN_FILE).is_file():
+            return _read_json(folder, folder / RUN_FILE)
+    return {}
+
+
+def load_budgets(folders: Iterable[Path]) -> dict[str, Any]:
+    """Per seed, the matched budgets recorded (:data:`BUDGET_FILE`) under ``folders``."""
+    found = {}
+    for folder in folders:
+        for path in sorted(folder.rglob(BUDGET_FILE)):
+            found[path.parent.name.removeprefix("seed-")] = _read_json(folder, path)
     return found

@@ -9,8 +9,7 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import UsageError
 from ..front_point import COST_FIELDS, FrontPoint
-from ..oneshot import Scored, hypervolume_trace
-from ..pareto import ReferencePoint, default_reference, front_indices, points_hypervolume
+from ..pareto import ReferencePoint, Scored, default_reference, front_indices, hypervolume_trace, points_hypervolume
 from .stats import MEDIAN_FRONT, SEPARATION_RULE, iso_comparison, median_attainment, seed_name, separated, spread
 
 #: The compute measures of a method, per seed: FrontPoint field -> report key.
