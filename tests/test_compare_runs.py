@@ -158,6 +158,24 @@ def test_preset_options_and_set_override_in_that_order(tmp_path, probe, capsys):
     assert "give lambdas with --lambdas" in capsys.readouterr().err
 
 
+def test_preset_params_of_methods_left_out_are_skipped_but_not_a_users_set(tmp_path, probe, capsys):
+    """A preset written for every method runs with fewer (--methods); a --set no compared method takes,
+    and a preset key no registered method has, stay usage errors."""
+    preset = write_preset(tmp_path, params={"offset": 0.2, "evaluations": 100, "evolutionary.population": 8})
+    out = tmp_path / "out"
+    assert main(["--plugin", str(probe), "compare", "--preset", str(preset), "--out", str(out)]) == 0
+    assert "evaluations, evolutionary.population skipped" in capsys.readouterr().err
+    assert json.loads((out / "compare-run.json").read_text())["routed"] == {"probe": {"offset": 0.2}}
+    assert json.loads((out / "results.json").read_text())[0]["params"]["offset"] == 0.2
+    argv = ["--plugin", str(probe), "compare", "--preset", str(preset), "--out", str(tmp_path / "again")]
+    assert main([*argv, "--set", "evaluations=3"]) == 2
+    assert "--set evaluations: no compared method has this parameter" in capsys.readouterr().err
+    for key in ("no_such_param", "nsga9.population", "evolutionary.offset"):
+        bad = write_preset(tmp_path, f"bad-{key}.yaml", params={key: 1})
+        assert main(["--plugin", str(probe), "compare", "--preset", str(bad), "--out", str(tmp_path / key)]) == 2
+        assert f"--preset {bad}: params.{key}: no registered method has this parameter" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", packaged_presets())
 def test_packaged_presets_resolve(name):
     parser = argparse.ArgumentParser()

@@ -50,7 +50,8 @@ DESCRIPTION = ("Run every method on one setup for each seed (one shared warmup p
                "--set KEY=VALUE: a setup option (device, data_limit, ...) or compare key (seeds,\n"
                "lambdas, methods, ...) overrides the preset and the options; any other KEY goes to\n"
                "every method that has it, METHOD.KEY to one. A preset (--preset FILE or NAME) is a\n"
-               "YAML mapping of setup options, compare keys and 'params' (method parameters).")
+               "YAML mapping of setup options, compare keys and 'params' (method parameters); its params\n"
+               "that no compared method takes (compared with fewer --methods) are skipped.")
 
 
 def _epilog() -> str:

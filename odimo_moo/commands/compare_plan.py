@@ -119,9 +119,15 @@ class Plan:
     budget: str
     reference: ReferencePoint | None
     out: str | None
-    params: dict[str, Any]
+    preset_params: dict[str, Any]
+    set_params: dict[str, Any]
     title: str | None = None
     preset: str | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Every method parameter given: the preset's, then ``--set``'s over them."""
+        return {**self.preset_params, **self.set_params}
 
 
 def resolve_plan(args: argparse.Namespace) -> Plan:
@@ -134,9 +140,9 @@ def resolve_plan(args: argparse.Namespace) -> Plan:
                "budget": args.budget, "reference": args.reference, "out": args.out}
     plan_values.update({k: v for k, v in options.items() if v is not None})
     plan_values.update({k: v for k, v in assignments.items() if k in PLAN_KEYS and k != "params"})
-    params = dict(preset.get("params") or {})
-    params.update({k: v for k, v in assignments.items() if k not in fields and k not in PLAN_KEYS})
-    for key in params:
+    preset_params = dict(preset.get("params") or {})
+    set_params = {k: v for k, v in assignments.items() if k not in fields and k not in PLAN_KEYS}
+    for key in {**preset_params, **set_params}:
         if key.rpartition(".")[2] == LAMBDA:
             raise UsageError(f"{key}: give lambdas with --lambdas (or the preset's lambdas), not as a parameter")
     if "params" in assignments:
@@ -156,7 +162,8 @@ def resolve_plan(args: argparse.Namespace) -> Plan:
         budget=budget,
         reference=parse_reference(plan_values.get("reference")),
         out=None if plan_values.get("out") is None else str(plan_values["out"]),
-        params=params,
+        preset_params=preset_params,
+        set_params=set_params,
         title=None if plan_values.get("title") is None else str(plan_values["title"]),
         preset=source,
     )
@@ -184,3 +191,25 @@ def route_parameters(assignments: dict[str, Any], strategies: dict[str, Strategy
         for m in takers:
             routed[m][key] = value
     return routed
+
+
+def preset_parameters(params: dict[str, Any], strategies: dict[str, Strategy], registered: dict[str, Strategy],
+                      source: str | None) -> dict[str, Any]:
+    """The preset's method parameters that a compared method takes. A preset is written for several
+    methods, so a ``KEY`` (or ``METHOD.KEY``) that only methods left out of this comparison take is
+    skipped; one that no ``registered`` method has is a usage error naming the preset."""
+    kept: dict[str, Any] = {}
+    for key, value in params.items():
+        if not _taken(key, registered):
+            raise UsageError(f"--preset {source}: params.{key}: no registered method has this parameter; remove "
+                             f"it from the preset, or load the plugin whose method has it with --plugin")
+        if _taken(key, strategies):
+            kept[key] = value
+    return kept
+
+
+def _taken(key: str, strategies: dict[str, Strategy]) -> bool:
+    """Whether one of ``strategies`` takes parameter ``KEY`` (any of them) or ``METHOD.KEY`` (that one)."""
+    method, _, name = key.rpartition(".")
+    takers = ([strategies[method]] if method in strategies else []) if method else strategies.values()
+    return any(name in strategy.defaults() for strategy in takers)

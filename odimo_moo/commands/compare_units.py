@@ -21,7 +21,7 @@ from ..setup_settings import Setup
 from ..strategy import Outcome, Strategy
 from ..workbench import Workbench
 from .common import build_setup
-from .compare_plan import LAMBDA, Plan, route_parameters
+from .compare_plan import LAMBDA, Plan, preset_parameters, route_parameters
 
 UNIT_FILE = "outcomes.json"
 #: The one-shot time budget of a matched run is never below this (the search scores one candidate).
@@ -117,6 +117,18 @@ def _oneshot(strategy: Strategy) -> bool:
     return {"evaluations", "max_seconds", "finetune_top"} <= set(strategy.defaults())
 
 
+def _given_parameters(plan: Plan, strategies: dict[str, Strategy], registry: PluginRegistry) -> dict[str, Any]:
+    """The preset's parameters some compared method takes (the others skipped, with a note), then
+    ``--set``'s: every one of those must reach a compared method (:func:`route_parameters`)."""
+    registered = {name: entry.obj for name, entry in registry.strategies().items()}
+    kept = preset_parameters(plan.preset_params, strategies, registered, plan.preset)
+    skipped = [key for key in plan.preset_params if key not in kept]
+    if skipped:
+        print(f"compare: preset parameter(s) {', '.join(skipped)} skipped: no compared method takes them",
+              file=sys.stderr)
+    return {**kept, **plan.set_params}
+
+
 def run_record(plan: Plan, setup: Setup, methods: Sequence[str], recipes: Mapping[str, Recipe | None],
                routed: Mapping[str, Any], device: str) -> dict[str, Any]:
     """What ``compare-run.json`` records about a run."""
@@ -139,7 +151,7 @@ def run_methods(args: argparse.Namespace, plan: Plan, methods: list[str], folder
     first = build_setup(args, plan.setup_base, {**plan.setup_overrides, "seed": seeds[0]})
     registry = PluginRegistry.load(first.plugins)
     strategies: dict[str, Strategy] = {m: pick(registry.strategies(), m, "strategy") for m in methods}
-    routed = route_parameters(plan.params, strategies)
+    routed = route_parameters(_given_parameters(plan, strategies, registry), strategies)
     recipes = {m: method_recipe(s, routed[m]) for m, s in strategies.items()}
     matched = [m for m, s in strategies.items() if plan.budget == "matched" and _oneshot(s)]
     if plan.budget == "matched" and ("odimo" not in strategies or not matched):
