@@ -1,10 +1,14 @@
 """lambda has one name wherever a user or a record sees it (``--lambda``, ``--set``, study keys,
-strategy parameters, records), and renaming it kept the identity of every run written before."""
+strategy parameters, records), only the strategies that take it accept it, and renaming it kept the
+identity of every run written before."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from odimo_moo.cli import main
 from odimo_moo.commands.compare_units import takes_lambda
 from odimo_moo.errors import UsageError
 from odimo_moo.phases import run_key, warmup_key
@@ -66,6 +70,22 @@ def test_only_the_gradient_search_takes_lambda():
 def test_search_refuses_the_old_name_naming_lambda(tmp_path, capsys):
     check_clean_error(capsys, ["search", *TINY, "--set", "cost_weight=1", "--out", str(tmp_path / "out")], 2,
                       "unknown training parameter(s) cost_weight; known: ")
+
+
+@pytest.mark.parametrize("strategy", ["heuristic", "evolutionary"])
+def test_search_refuses_a_lambda_the_strategy_does_not_take(tmp_path, capsys, strategy):
+    out = tmp_path / "out"
+    check_clean_error(capsys, ["search", *TINY, "--strategy", strategy, "--lambda", "5", "--out", str(out)], 2,
+                      f"--lambda 5: strategy '{strategy}' takes no lambda")
+    assert not out.exists()  # refused before any folder or training
+
+
+def test_search_without_lambda_runs_a_strategy_that_takes_none(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["search", *TINY, "--strategy", "heuristic", "--set", "mapping=all:digital", "--out", str(out),
+                 "--json"]) == 0
+    (outcome,) = json.loads(capsys.readouterr().out)
+    assert outcome["strategy"] == "heuristic" and outcome["label"] == "all:digital"
 
 
 def test_compare_refuses_lambda_as_a_parameter(tmp_path, capsys):

@@ -22,9 +22,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "cost, mapping and the exported network to --out. Re-running the same command resumes "
                     "from the last complete checkpoint.")
     add_setup_options(parser)
-    parser.add_argument("--lambda", dest="lambda_", type=float, default=0.0,
-                        help="cost weight lambda (>= 0) of the dimensionless cost term ln(cost / cost on the "
-                             "default unit): 1 %% less cost is worth lambda/100 of task loss (useful: 0.1 to 100)")
+    parser.add_argument("--lambda", dest="lambda_", type=float, default=None,
+                        help="cost weight lambda (>= 0, default 0) of the dimensionless cost term ln(cost / cost on "
+                             "the default unit): 1 %% less cost is worth lambda/100 of task loss (useful: 0.1 to "
+                             "100); only for strategies that take one (odimo)")
     parser.add_argument("--target", default=None, metavar="COST=VALUE",
                         help="search to a cost instead of a lambda, e.g. --target latency_cycles=20000 (the cost "
                              "of --metric: latency_cycles or energy_uj); lambda then adapts every step")
@@ -80,14 +81,19 @@ def run(args: argparse.Namespace) -> int:
     from ..recipe import Recipe
     from ..workbench import Workbench
 
-    Recipe.from_params({"lambda": args.lambda_})  # checked before the output folder is named after it
-    params["lambda"] = args.lambda_
+    lambda_ = Recipe.from_params({"lambda": args.lambda_ or 0.0}).lambda_  # checked before naming the folder
     if args.target is not None:
         params["cost_target"] = parse_target(args.target, args.metric)
     setup = build_setup(args)
-    folder = out_dir(args.out or f"runs/search-{args.soc}-{args.model}-{args.lambda_:g}")
+    folder = out_dir(args.out or f"runs/search-{args.soc}-{args.model}-{lambda_:g}")
     bench = Workbench(setup, cache_dir=folder / "warmup-cache")
     strategy = pick(bench.registry.strategies(), args.strategy, "strategy")
+    if "lambda" in strategy.defaults():
+        params["lambda"] = lambda_
+    elif args.lambda_ is not None:
+        raise UsageError(f"--lambda {args.lambda_:g}: strategy {args.strategy!r} takes no lambda (it has no cost "
+                         f"term to weigh); leave --lambda out, or search with a strategy that takes one "
+                         f"(--strategy odimo)")
     for writable in (folder, bench.cache_dir):  # fail now, not after hours of training
         check_writable(writable)
     with folder_lock(folder):
