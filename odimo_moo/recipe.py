@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from .assignment_names import INIT_STRATEGIES, PARAMETRIZATION_NAMES
 from .errors import UsageError
+from .study.problems import coerce, kind_name
 from .study.settings import bound_problem, declared, setting
 
 OPTIMIZERS = ("adam", "sgd")
@@ -102,7 +103,9 @@ class Recipe:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "Recipe":
-        """Build from a flat mapping of recipe keys (:meth:`kinds`), each converted to its field's type."""
+        """Build from a flat mapping of recipe keys (:meth:`kinds`), each converted to its field's type by
+        the one rule set of every setting (:func:`~odimo_moo.study.problems.coerce`: booleans are only
+        true or false, an integer never truncates, numbers may be given as strings)."""
         known = {key_of(f.name): (f.name, rule.kind) for f, rule in declared(cls)}
         unknown = sorted(set(params) - set(known))
         if unknown:
@@ -111,9 +114,9 @@ class Recipe:
         for key, value in params.items():
             name, kind = known[key]
             try:
-                converted[name] = _convert(kind, value)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise UsageError(f"training parameter {key}={value!r} is not a valid {kind.__name__}") from exc
+                converted[name] = coerce(value, kind)
+            except (TypeError, ValueError, OverflowError):
+                raise UsageError(f"training parameter {key}={value!r} must be {kind_name(kind)}") from None
         return cls(**converted)
 
     @classmethod
@@ -161,28 +164,3 @@ def key_of(field_name: str) -> str:
     """A recipe field's key: its name without the trailing ``_`` that escapes a Python keyword."""
     return field_name.removesuffix("_")
 
-
-def _convert(kind: type, value: Any) -> Any:
-    """``value`` as a field of type ``kind``; never truncates (2.5 is not an int) or reads a bool
-    as a number."""
-    if kind is str:
-        return value
-    if kind is bool:
-        return _to_bool(value)
-    if isinstance(value, bool):
-        raise ValueError(value)
-    if kind is int:
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        return int(value)
-    return kind(value)
-
-
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-        return value.lower() in ("true", "yes", "1")
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise ValueError(value)

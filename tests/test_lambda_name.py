@@ -96,8 +96,8 @@ def test_compare_refuses_lambda_as_a_parameter(tmp_path, capsys):
 
 @pytest.mark.parametrize("lambdas, message", [
     ("0,-1", "lambdas '0,-1': recipe: lambda must be >= 0, got -1.0"),
-    ("0,nan", "lambdas '0,nan': recipe: lambda must be a finite number, got nan"),
-    ("0,x", "lambdas '0,x': training parameter lambda='x' is not a valid float"),
+    ("0,nan", "lambdas '0,nan': training parameter lambda='nan' must be a number"),
+    ("0,x", "lambdas '0,x': training parameter lambda='x' must be a number"),
 ])
 def test_compare_checks_lambdas_by_the_recipes_rule(tmp_path, capsys, lambdas, message):
     check_clean_error(capsys, ["compare", *TINY, "--lambdas", lambdas, "--out", str(tmp_path / "out")], 2, message)

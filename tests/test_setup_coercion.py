@@ -1,4 +1,5 @@
-"""Setup values given to a command (a preset, ``--set``) are read by the same rules as a study file's."""
+"""Setup values given to a command (a preset, ``--set``) and training parameters (the recipe) are read
+by the same rules as a study file's."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from odimo_moo.commands.common import add_setup_options, build_setup
 from odimo_moo.errors import UsageError
+from odimo_moo.recipe import Recipe
 from odimo_moo.study.problems import Problems, typed
 
 
@@ -41,3 +43,20 @@ def test_values_are_converted_as_in_a_study_file():
 def test_a_value_of_the_wrong_kind_is_a_usage_error_naming_it(key, value, message):
     with pytest.raises(UsageError, match=message):
         build_setup(_no_options(), overrides={key: value})
+
+
+@pytest.mark.parametrize("key, value", [
+    ("quantize", "yes"), ("quantize", 1), ("search_epochs", 2.5), ("search_epochs", True), ("lr", "fast"),
+    ("lr", None), ("optimizer", 3),
+])
+def test_the_recipe_refuses_what_a_study_file_refuses(key, value):
+    problems = Problems()
+    assert typed(value, key, Recipe.kinds()[key], problems) is None and problems.lines
+    with pytest.raises(UsageError, match=f"training parameter {key}={value!r} must be "):
+        Recipe.from_params({key: value})
+
+
+def test_the_recipe_converts_what_a_study_file_converts():
+    recipe = Recipe.from_params({"search_epochs": 4.0, "lr": "1e-3", "gumbel": True, "optimizer": "sgd"})
+    assert recipe.search_epochs == 4 and isinstance(recipe.search_epochs, int)
+    assert (recipe.lr, recipe.gumbel, recipe.optimizer) == (1e-3, True, "sgd")
