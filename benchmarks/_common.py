@@ -74,7 +74,8 @@ def add_step_options(parser: argparse.ArgumentParser) -> None:
     default_batch = Recipe().batch_size
     parser.add_argument("--batch-size", type=int, default=default_batch,
                         help=f"default {default_batch}: the recipe's batch size, as a search runs")
-    parser.add_argument("--cost-weight", type=float, default=1e-6, help="lambda (any value > 0 times the same)")
+    parser.add_argument("--lambda", dest="lambda_", metavar="LAMBDA", type=float, default=1e-6,
+                        help="lambda (any value > 0 times the same)")
     parser.add_argument("--socs", nargs="*", default=list(CASES), choices=list(CASES))
 
 
@@ -164,7 +165,7 @@ def batch(batch_size: int, device: torch.device, seed: int = 0) -> tuple[torch.T
     return x.to(device), y.to(device)
 
 
-def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cost_weight: float) -> Callable[[], None]:
+def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lambda_: float) -> Callable[[], None]:
     """One search-phase step as ``odimo_moo.training.run_epoch`` does it, with the ``odimo`` strategy's
     optimizers (weights: the recipe's optimizer; assignment: Adam without weight decay), both built by
     ``odimo_moo.training`` as the strategy builds them.
@@ -180,12 +181,12 @@ def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cost_weigh
     optimizers = [weights_optimizer(model, recipe)]
     if isinstance(model, ODiMO):
         optimizers.append(assignment_optimizer(model, recipe))
-    searching = isinstance(model, ODiMO) and cost_weight > 0
+    searching = isinstance(model, ODiMO) and lambda_ > 0
 
     def step() -> None:
         logits = model(x)
         loss = F.cross_entropy(logits, y)
-        objective = loss + cost_weight * model.cost.to(loss.dtype) if searching else loss
+        objective = loss + lambda_ * model.cost.to(loss.dtype) if searching else loss
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
         objective.backward()

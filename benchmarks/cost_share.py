@@ -39,7 +39,7 @@ def main() -> None:
         soc, plain = common.soc_and_model(soc_name, model_name)
         model = common.searchable(plain, soc).to(device)
         x, y = common.batch(args.batch_size, device)
-        step = common.training_step(model, x, y, args.cost_weight)
+        step = common.training_step(model, x, y, args.lambda_)
         cost_times: dict[str, list[float]] = {"cost_marginal": [], "cost_after_forward": [], "cost_recomputed": []}
 
         def cost_marginal() -> None:

@@ -71,7 +71,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="default 64, the recipe's")
     parser.add_argument("--epochs", type=int, default=2, help="timed training epochs per model (default 2)")
     parser.add_argument("--loader-passes", type=int, default=5, help="timed passes of the loader alone (default 5)")
-    parser.add_argument("--cost-weight", type=float, default=1.0, help="lambda of the searchable model (default 1)")
+    parser.add_argument("--lambda", dest="lambda_", metavar="LAMBDA", type=float, default=1.0,
+                        help="lambda of the searchable model (default 1)")
     args = parser.parse_args()
     root = args.data_root.expanduser()
     if not (root / "train").is_dir() or not (root / "test").is_dir():
@@ -119,7 +120,7 @@ def main() -> None:
         for _ in range(args.epochs):
             timed = TimedLoader(train_loader())
             wall, cpu = time.perf_counter(), time.process_time()
-            run_epoch(model, timed, device, optimizers, args.cost_weight if name == "searchable" else 0.0)
+            run_epoch(model, timed, device, optimizers, args.lambda_ if name == "searchable" else 0.0)
             common.synchronize(device)
             rows.append({"epoch_wall_s": time.perf_counter() - wall, "epoch_cpu_s": time.process_time() - cpu,
                          "loader_wall_s": timed.wall, "loader_cpu_s": timed.cpu, "batches": timed.batches})
@@ -146,7 +147,7 @@ def main() -> None:
         "machine": machine,
         "settings": {"data_root": str(root), "dataset": bundle.description, "data_limit": args.data_limit,
                      "train_samples": len(bundle.train), "batch_size": args.batch_size, "epochs": args.epochs,
-                     "loader_passes": args.loader_passes, "cost_weight": args.cost_weight, "soc": "diana",
+                     "loader_passes": args.loader_passes, "lambda": args.lambda_, "soc": "diana",
                      "model": "resnet20", "torch": torch.__version__, "goal_share": GOAL_SHARE},
         "decode_once": decode,
         "loader_alone": {"wall": summary(alone["wall"]), "cpu": summary(alone["cpu"]), "wall_s": alone["wall"],

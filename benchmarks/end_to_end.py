@@ -18,7 +18,7 @@ import _common as common
 
 def main() -> None:
     parser = common.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--cost-weight", type=float, default=1e-4, help="lambda")
+    parser.add_argument("--lambda", dest="lambda_", metavar="LAMBDA", type=float, default=1e-4, help="lambda")
     args = parser.parse_args()
     device = common.setup(args)
     from odimo_moo.recipe import Recipe
@@ -37,7 +37,7 @@ def main() -> None:
         bench = Workbench(Setup(soc="diana", model="resnet8", dataset="digits", device=args.device, progress=False),
                           on_epoch_end=on_epoch_end, cache_dir=root / "warmup-cache")
         strategy = pick(bench.registry.strategies(), "odimo", "strategy")
-        params = {"lambda": args.cost_weight}
+        params = {"lambda": args.lambda_}
         outcome = strategy.run(bench, params, root / "run")[0]
     total_wall, total_cpu = time.perf_counter() - started_wall, time.process_time() - started_cpu
     phases: dict[str, dict] = {}
@@ -50,7 +50,7 @@ def main() -> None:
         phase["epoch_wall_s"].append(mark["wall_s"] - previous["wall_s"])  # the first includes loading the data
         previous = mark
     result = {"benchmark": "end_to_end", "machine": common.machine_info(device),
-              "setup": {"soc": "diana", "model": "resnet8", "dataset": "digits", "lambda": args.cost_weight,
+              "setup": {"soc": "diana", "model": "resnet8", "dataset": "digits", "lambda": args.lambda_,
                         "recipe": Recipe.from_params(params).as_dict()},
               "total_wall_s": total_wall, "total_cpu_s": total_cpu,
               "phases": phases,

@@ -84,7 +84,7 @@ def peak_during(step, device: torch.device) -> int:
     return peak
 
 
-def saved_bytes(model, x, y, cost_weight: float) -> int:
+def saved_bytes(model, x, y, lambda_: float) -> int:
     """Distinct storages saved for backward by one forward (+ cost) of ``model``."""
     import torch.nn.functional as F
     from odimo_moo.searchable import ODiMO
@@ -98,16 +98,16 @@ def saved_bytes(model, x, y, cost_weight: float) -> int:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = F.cross_entropy(model(x), y)
-        if isinstance(model, ODiMO) and cost_weight > 0:
-            loss = loss + cost_weight * model.cost.to(loss.dtype)
+        if isinstance(model, ODiMO) and lambda_ > 0:
+            loss = loss + lambda_ * model.cost.to(loss.dtype)
     del loss
     return sum(storages.values())
 
 
-def measure(variant: str, soc_name: str, device: torch.device, batch_size: int, cost_weight: float) -> dict:
+def measure(variant: str, soc_name: str, device: torch.device, batch_size: int, lambda_: float) -> dict:
     model = build(variant, soc_name, device)
     x, y = common.batch(batch_size, device)
-    step = common.training_step(model, x, y, cost_weight)
+    step = common.training_step(model, x, y, lambda_)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     for _ in range(2):
         step()
@@ -115,7 +115,7 @@ def measure(variant: str, soc_name: str, device: torch.device, batch_size: int, 
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     resident = resident_bytes(model) + optimizer_bytes(step)
     return {"torch_peak_bytes": resident + peak, "resident_bytes": resident, "step_peak_increase_bytes": peak,
-            "saved_for_backward_bytes": saved_bytes(model, x, y, cost_weight),
+            "saved_for_backward_bytes": saved_bytes(model, x, y, lambda_),
             "rss_high_water_delta_bytes": rss_after - rss_before}
 
 
@@ -127,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     device = common.setup(args)
     if args.child:
-        print(json.dumps(measure(args.child[0], args.child[1], device, args.batch_size, args.cost_weight)))
+        print(json.dumps(measure(args.child[0], args.child[1], device, args.batch_size, args.lambda_)))
         return
     result = {"benchmark": "memory", "machine": common.machine_info(device),
               "settings": {"batch_size": args.batch_size, "input_shape": list(common.INPUT_SHAPE),
@@ -138,7 +138,7 @@ def main() -> None:
         soc_name, variant = job
         command = [sys.executable, str(Path(__file__).resolve()), "--child", variant, soc_name,
                    "--device", args.device, "--threads", str(args.threads),
-                   "--batch-size", str(args.batch_size), "--cost-weight", str(args.cost_weight)]
+                   "--batch-size", str(args.batch_size), "--lambda", str(args.lambda_)]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         return json.loads(output.strip().splitlines()[-1])
 
