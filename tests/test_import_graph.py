@@ -1,6 +1,6 @@
-"""Import structure: no import circles through the guarded modules, counting every import statement of
-the package (function-level ones included; those only for type checking left out), and the report
-modules load no torch."""
+"""Import structure: no import circles outside two known pairs, counting every import statement of the
+package (function-level ones included; those only for type checking left out), and the report modules
+load no torch."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ from pathlib import Path
 import odimo_moo
 
 PACKAGE = Path(odimo_moo.__file__).parent
-#: The modules no import circle may pass through.
-GUARDED = ("odimo_moo.study", "odimo_moo.compare", "odimo_moo.front_point", "odimo_moo.pareto",
-           "odimo_moo.results")
+#: The modules still in an import circle, each a pair where one module re-exports the other's names
+#: for plugin authors and the other imports it back when it builds torch modules
+#: (``alternatives`` <-> ``alternative_factories``, ``quantizers`` <-> ``data_formats``). No other
+#: module may join a circle.
+KNOWN_CIRCLES = frozenset({"odimo_moo.alternatives", "odimo_moo.alternative_factories", "odimo_moo.quantizers",
+                           "odimo_moo.data_formats"})
 
 
 def _modules() -> dict[str, Path]:
@@ -62,14 +65,14 @@ def _reaches(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-def test_no_import_circle_passes_through_the_study_and_report_modules():
+def test_no_module_outside_the_known_pairs_is_in_an_import_circle():
     modules = _modules()
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
-    guarded = [name for name in modules if name.startswith(GUARDED)]
-    assert len(guarded) > 30  # the walk found the study package
+    assert len(modules) > 90 and "odimo_moo.study.report" in modules  # the walk found every package
     circles = {name: sorted(m for m in _reaches(graph, name) if name in _reaches(graph, m))
-               for name in guarded if name in _reaches(graph, name)}
-    assert not circles, circles
+               for name in modules if name in _reaches(graph, name)}
+    unexpected = {name: mates for name, mates in circles.items() if not {name, *mates} <= KNOWN_CIRCLES}
+    assert not unexpected, unexpected
 
 
 def test_the_report_modules_do_not_import_torch():
