@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from .resnet import SMALL_INPUT
+from .resnet import SMALL_INPUT, init_weights
 
 STEM_CHANNELS = 32
 # (output channels, stride) of the 13 depthwise-separable blocks.
@@ -118,12 +118,7 @@ class MobileNetV1(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))
