@@ -26,7 +26,7 @@ DEFAULT_LAMBDAS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 #: The recipe keys only the gradient search reads; strategies that train fixed mappings leave them out.
 #: (``search_epochs`` is not one of them: a fixed mapping trains ``search_epochs + finetune_epochs``.)
-SEARCH_ONLY_KEYS = ("nas_lr", "lambda", "lambda_ramp", "temperature", "temperature_decay", "gumbel")
+SEARCH_ONLY_KEYS = ("nas_lr", "lambda", "lambda_ramp", "temperature", "temperature_decay", "gumbel", "cost_target")
 
 #: Where a run's identity (checkpoint fingerprint, seed of each phase's random streams; see
 #: :meth:`Recipe.identity`) spells a key otherwise: lambda was first hashed as ``cost_weight``, and

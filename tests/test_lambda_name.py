@@ -37,9 +37,10 @@ def test_run_identities_are_those_written_before_the_rename(setup, recipe, extra
 
 
 def test_warmup_identity_is_lambda_free():
-    # 1a4e2193f22855fe before WARMUP_FORMAT 2 (Darkside's power-of-two steps) invalidated cached warmups
-    assert warmup_key(Setup(device="cpu"), Recipe(lambda_=0.5)) == "379c221310554165"
-    assert warmup_key(Setup(device="cpu"), Recipe(lambda_=7.0)) == "379c221310554165"
+    # 1a4e2193f22855fe before WARMUP_FORMAT 2 (Darkside's power-of-two steps) invalidated cached warmups,
+    # 379c221310554165 before WARMUP_FORMAT 3 (DIANA's power-of-two ternary scales)
+    assert warmup_key(Setup(device="cpu"), Recipe(lambda_=0.5)) == "aa475958318bc0fd"
+    assert warmup_key(Setup(device="cpu"), Recipe(lambda_=7.0)) == "aa475958318bc0fd"
 
 
 def test_identity_changes_with_lambda():
@@ -72,11 +73,16 @@ def test_search_refuses_the_old_name_naming_lambda(tmp_path, capsys):
                       "unknown training parameter(s) cost_weight; known: ")
 
 
-@pytest.mark.parametrize("strategy", ["heuristic", "evolutionary"])
-def test_search_refuses_a_lambda_the_strategy_does_not_take(tmp_path, capsys, strategy):
+@pytest.mark.parametrize("strategy, option, message", [
+    ("heuristic", ["--lambda", "5"], "--lambda 5: strategy 'heuristic' takes no lambda"),
+    ("evolutionary", ["--lambda", "0"], "--lambda 0: strategy 'evolutionary' takes no lambda"),
+    ("heuristic", ["--target", "latency_cycles=9000"],
+     "--target latency_cycles=9000: strategy 'heuristic' takes no cost_target"),
+])
+def test_search_refuses_a_cost_option_the_strategy_does_not_take(tmp_path, capsys, strategy, option, message):
     out = tmp_path / "out"
-    check_clean_error(capsys, ["search", *TINY, "--strategy", strategy, "--lambda", "5", "--out", str(out)], 2,
-                      f"--lambda 5: strategy '{strategy}' takes no lambda")
+    check_clean_error(capsys, ["search", *TINY, "--strategy", strategy, *option, "--out", str(out)], 2,
+                      f"{message} (it has no cost term to steer); leave {option[0]} out")
     assert not out.exists()  # refused before any folder or training
 
 

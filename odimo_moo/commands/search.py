@@ -8,7 +8,7 @@ import fcntl
 import json
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 from ..errors import UsageError
 from ..registry import pick
@@ -71,6 +71,18 @@ def parse_target(text: str, metric: str) -> float:
     return target
 
 
+def _check_cost_options(args: argparse.Namespace, defaults: Mapping[str, Any]) -> None:
+    """``--lambda`` and ``--target`` steer a gradient search's cost term: a usage error for a strategy
+    whose parameters lack the one given (it would ignore it)."""
+    given = (("--lambda", "lambda", None if args.lambda_ is None else f"{args.lambda_:g}"),
+             ("--target", "cost_target", args.target))
+    for option, key, text in given:
+        if text is not None and key not in defaults:
+            raise UsageError(f"{option} {text}: strategy {args.strategy!r} takes no {key} (it has no cost term "
+                             f"to steer); leave {option} out, or search with a strategy that takes one "
+                             f"(--strategy odimo)")
+
+
 def run(args: argparse.Namespace) -> int:
     params = parse_assignments(args.set)
     if "lambda" in params:
@@ -88,12 +100,9 @@ def run(args: argparse.Namespace) -> int:
     folder = out_dir(args.out or f"runs/search-{args.soc}-{args.model}-{lambda_:g}")
     bench = Workbench(setup, cache_dir=folder / "warmup-cache")
     strategy = pick(bench.registry.strategies(), args.strategy, "strategy")
+    _check_cost_options(args, strategy.defaults())
     if "lambda" in strategy.defaults():
         params["lambda"] = lambda_
-    elif args.lambda_ is not None:
-        raise UsageError(f"--lambda {args.lambda_:g}: strategy {args.strategy!r} takes no lambda (it has no cost "
-                         f"term to weigh); leave --lambda out, or search with a strategy that takes one "
-                         f"(--strategy odimo)")
     for writable in (folder, bench.cache_dir):  # fail now, not after hours of training
         check_writable(writable)
     with folder_lock(folder):
