@@ -63,8 +63,11 @@ class IntFormat:
 
 @dataclass(frozen=True)
 class TernaryFormat:
-    """Ternary weights with a learned per-channel scale; integer activations (``power_of_two_step``:
-    as :class:`IntFormat`'s)."""
+    """Ternary weights with a learned per-channel scale; integer activations.
+
+    ``power_of_two_step``: activation steps as :class:`IntFormat`'s, and each channel's weight scale
+    a power of two too, so requantizing the accumulator is a per-channel shift (DIANA's analog unit).
+    """
 
     activation_bits: int = 7
     power_of_two_step: bool = False
@@ -72,7 +75,7 @@ class TernaryFormat:
     def weight_quantizer(self, out_channels: int) -> nn.Module:
         from .weight_quantizers import TernaryWeightQuantizer
 
-        return TernaryWeightQuantizer(out_channels)
+        return TernaryWeightQuantizer(out_channels, power_of_two=self.power_of_two_step)
 
     def activation_quantizer(self, signed: bool) -> nn.Module:
         return activation_quantizer(self.activation_bits, signed, self.power_of_two_step)

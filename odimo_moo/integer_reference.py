@@ -6,9 +6,10 @@ Every unit sub-layer of a searched layer is, in integers (the pattern a deployme
     real[n, o] = acc[n, o] * input_step * weight_scale[o]          the accumulator scale
 
 and, where the output feeds the next quantizer directly (BatchNorm folded, see docs/EXPORT.md), the
-next input codes follow by a power-of-two shift: ``clip(round_half_even(acc / 2^shift))``
-(:func:`requantize`), because an int unit's accumulator scale over the next step is a power of two
-(steps are ``2^k / levels`` with the same ``levels``, weight scales are powers of two).
+next input codes follow by a (per-channel) power-of-two shift: ``clip(round_half_even(acc / 2^shift))``
+(:func:`requantize`), because on a ``power_of_two_step`` format the accumulator scale over the next
+step is a power of two (steps are powers of two, and so are the weight scales: an int unit's one per
+tensor, a ternary unit's one per output channel).
 
 :func:`integer_sub_layers` reads the sub-layers (weights, bias, scales, convolution attributes) from
 a QDQ ``onnx.ModelProto``; :func:`compare_with_onnx` runs the model with onnxruntime, feeds every
@@ -105,8 +106,9 @@ class IntegerSubLayer:
 def requantization_shift(accumulator_scale: float, output_step: float) -> int:
     """The shift of :func:`requantize` from an accumulator scale onto the next input step.
 
-    Raises UsageError unless their ratio is a power of two (true for int units, whose weight scales
-    are powers of two; a ternary unit's learned per-channel scale needs a multiplier instead).
+    Raises UsageError unless their ratio is a power of two (true on a ``power_of_two_step`` format,
+    whose weight scales are powers of two; a ternary scale learned off powers of two, or a
+    ``clip / levels`` step, needs a multiplier instead).
     """
     exponent = math.log2(output_step / accumulator_scale)
     if exponent != round(exponent):

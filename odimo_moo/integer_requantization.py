@@ -1,9 +1,10 @@
 """Requantization between the integer sub-layers of a QDQ export, in integers, read from the ONNX file.
 
 Between two layers the QDQ model computes in float: a sub-layer's output ``acc * 2^e`` (its int32
-accumulator times its scale, a power of two on an int unit reading a power-of-two grid), then the
-ops that lead to the next sub-layer's QuantizeLinear. :func:`compare_requantization` evaluates that
-path in integers, per output channel ``values * 2^exponent``, and requantizes with a shift:
+accumulator times its scale, per channel a power of two on a unit of a ``power_of_two_step`` format,
+int or ternary), then the ops that lead to the next sub-layer's QuantizeLinear.
+:func:`compare_requantization` evaluates that path in integers, per output channel
+``values * 2^exponent``, and requantizes with a shift:
 
 * ``Relu``: ``max(values, 0)``;
 * ``Concat`` of a layer's sub-layers, ``Gather`` (its channel permutation, a depthwise unit's channel
@@ -13,8 +14,9 @@ path in integers, per output channel ``values * 2^exponent``, and requantizes wi
 * ``[Clip ->] QuantizeLinear`` onto step ``2^s``: ``clip(round_half_even(values / 2^(s - exponent)))``
   (:func:`odimo_moo.integer_reference.requantize`).
 
-Channels whose scale is not a power of two (a ternary unit's learned per-channel scale) have no such
-form and are left out, as are paths through any other op or from the network input.
+Channels whose scale is not a power of two (a ternary scale learned off powers of two, a
+``clip / levels`` step) have no such form and are left out, as are paths through any other op or
+from the network input.
 """
 
 from __future__ import annotations

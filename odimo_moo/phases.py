@@ -51,8 +51,8 @@ TARGET_START_WEIGHT = 0.01
 FOLDED_LR_FACTOR = 0.1
 #: Version of what a cached warmup holds, part of its key: raised whenever a built-in SoC's data
 #: formats change, which the setup (it names the SoC) does not show. 2: Darkside's activation steps
-#: became powers of two (``clip / 256``).
-WARMUP_FORMAT = 2
+#: became powers of two (``clip / 256``). 3: DIANA's ternary weight scales became powers of two.
+WARMUP_FORMAT = 3
 #: The recipe keys a resumed phase may change: a longer phase may extend a finished one.
 EPOCH_KEYS = ("warmup_epochs", "search_epochs", "finetune_epochs")
 

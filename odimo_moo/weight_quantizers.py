@@ -1,12 +1,14 @@
 """Fake weight quantizers (straight-through) and their weights as integers.
 
 ``IntWeightQuantizer``: symmetric ``bits``-bit levels with a power-of-two scale (digital units);
-``TernaryWeightQuantizer``: levels ``{-1, 0, +1}`` with a learned per-channel scale (DIANA's analog
-unit). :class:`IntegerWeight` is what the integer export reads back.
+``TernaryWeightQuantizer``: levels ``{-1, 0, +1}`` with a learned per-channel scale, optionally
+rounded to a power of two (DIANA's analog unit). :class:`IntegerWeight` is what the integer export
+reads back.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -81,12 +83,15 @@ class TernaryWeightQuantizer(nn.Module):
 
     A weight is zero when its magnitude is under ``threshold`` times its channel's mean magnitude
     (the ternary-weight-network rule). The scale starts at the mean magnitude of the kept weights on
-    the first call and is trained afterwards.
+    the first call and is trained afterwards. With ``power_of_two`` the scale in use is the learned
+    one's nearest power of two (:meth:`channel_scale`), so requantizing a channel's accumulator onto
+    a power-of-two step is a shift.
     """
 
-    def __init__(self, out_channels: int, threshold: float = 0.7) -> None:
+    def __init__(self, out_channels: int, threshold: float = 0.7, power_of_two: bool = False) -> None:
         super().__init__()
         self.threshold = threshold
+        self.power_of_two = power_of_two
         self.log_scale = nn.Parameter(torch.zeros(out_channels))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self._known_initialized = False  # host-side copy of ``initialized``: no device sync per forward
@@ -118,9 +123,17 @@ class TernaryWeightQuantizer(nn.Module):
                 self._initialize(weight)
             self._known_initialized = True
 
+    def channel_scale(self) -> torch.Tensor:
+        """The per-output-channel scale in use ``[C]``: ``exp(log_scale)``, or with ``power_of_two``
+        ``2^round(log2(exp(log_scale)))``, its exponent rounded straight-through (so it still trains)."""
+        if not self.power_of_two:
+            return self.log_scale.exp()
+        exponent = self.log_scale / math.log(2.0)
+        return torch.exp2(exponent.detach().round() + (exponent - exponent.detach()))  # exactly 2^round
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         self._ensure_initialized(weight)
-        return _FakeQuantizeTernary.apply(weight, self.log_scale, self.threshold)
+        return _FakeQuantizeTernary.apply(weight, self.channel_scale(), self.threshold)
 
     def reference_forward(self, weight: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` as plain differentiable ops (its specification).
@@ -130,7 +143,7 @@ class TernaryWeightQuantizer(nn.Module):
         """
         self._ensure_initialized(weight)
         shape = (-1,) + (1,) * (weight.dim() - 1)
-        return self.levels(weight) * self.log_scale.exp().view(shape)
+        return self.levels(weight) * self.channel_scale().view(shape)
 
     @torch.no_grad()
     def integer_weight(self, weight: torch.Tensor) -> "IntegerWeight":
@@ -139,25 +152,25 @@ class TernaryWeightQuantizer(nn.Module):
         flat = weight.reshape(weight.shape[0], -1)
         magnitude = flat.abs()
         hard = torch.sign(flat).mul_(magnitude > self.threshold * magnitude.mean(dim=1, keepdim=True))
-        return IntegerWeight(hard.view(weight.shape).to(torch.int8), self.log_scale.detach().exp().to(weight.dtype),
-                             2, "ternary")
+        scale = self.channel_scale().to(weight.dtype)
+        return IntegerWeight(hard.view(weight.shape).to(torch.int8), scale, 2, "ternary")
 
 
 class _FakeQuantizeTernary(torch.autograd.Function):
-    """``levels(w) * exp(log_scale)`` per output channel in one autograd node.
+    """``levels(w) * scale`` per output channel in one autograd node.
 
     Gradients as :meth:`TernaryWeightQuantizer.levels` defines them: to ``w`` through the
-    straight-through ``w / max|w|`` of its channel, to ``log_scale`` through the exact product.
+    straight-through ``w / max|w|`` of its channel, to ``scale`` ``[C]`` through the exact product.
     """
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, log_scale: torch.Tensor, threshold: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, weight: torch.Tensor, scale: torch.Tensor, threshold: float) -> torch.Tensor:  # type: ignore[override]
         flat = weight.reshape(weight.shape[0], -1)
         magnitude = flat.abs()
         delta = threshold * magnitude.mean(dim=1, keepdim=True)
         hard = torch.sign(flat).mul_(magnitude > delta)
         largest = magnitude.amax(dim=1, keepdim=True).clamp_min_(1e-12)
-        scale = log_scale.exp().unsqueeze(1)
+        scale = scale.unsqueeze(1)
         ctx.save_for_backward(hard, largest, scale)
         ctx.shape = weight.shape
         return (hard * scale).view(weight.shape)
@@ -166,12 +179,12 @@ class _FakeQuantizeTernary(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         hard, largest, scale = ctx.saved_tensors
         flat = grad.reshape(hard.shape)
-        grad_weight = grad_log_scale = None
+        grad_weight = grad_scale = None
         if ctx.needs_input_grad[0]:
             grad_weight = (flat * scale).div_(largest).view(ctx.shape)
         if ctx.needs_input_grad[1]:
-            grad_log_scale = (flat * hard).sum(dim=1).mul_(scale.squeeze(1))
-        return grad_weight, grad_log_scale, None
+            grad_scale = (flat * hard).sum(dim=1)
+        return grad_weight, grad_scale, None
 
 
 @dataclass(frozen=True)
@@ -180,7 +193,8 @@ class IntegerWeight:
 
     ``scale`` is a 0-d tensor (one scale for the tensor) or ``[C]`` (one per output channel,
     broadcast over dimension 0). ``kind`` is ``"int"`` (symmetric ``bits``-bit, power-of-two scale)
-    or ``"ternary"`` (levels in ``{-1, 0, +1}``, ``bits`` 2).
+    or ``"ternary"`` (levels in ``{-1, 0, +1}``, ``bits`` 2; per-channel scales, powers of two where
+    the quantizer rounds them).
     """
 
     levels: torch.Tensor

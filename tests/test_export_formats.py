@@ -35,8 +35,9 @@ SETUPS = {"diana": lambda: resnet8(10, 1, (8, 8)),
           "darkside": lambda: mobilenetv1_darkside(10, 1, (8, 8), width=0.25)}
 
 
-@pytest.mark.parametrize("quantizer", [IntWeightQuantizer(8), IntWeightQuantizer(4), TernaryWeightQuantizer(6)],
-                         ids=["int8", "int4", "ternary"])
+@pytest.mark.parametrize("quantizer", [IntWeightQuantizer(8), IntWeightQuantizer(4), TernaryWeightQuantizer(6),
+                                       TernaryWeightQuantizer(6, power_of_two=True)],
+                         ids=["int8", "int4", "ternary", "ternary-power-of-two"])
 def test_integer_weight_is_exactly_the_fake_quantized_weight(quantizer):
     weight = torch.randn(6, 5, 3, 3) * 0.1
     expected = quantizer(weight)
@@ -46,6 +47,27 @@ def test_integer_weight_is_exactly_the_fake_quantized_weight(quantizer):
     channels = torch.tensor([4, 1])
     assert torch.equal(integer.channels(channels).dequantize(), expected[channels])
     assert integer_weight(torch.nn.Identity(), weight) is None
+
+
+def test_power_of_two_ternary_scales_are_powers_of_two_and_still_train():
+    """Rounding log2 of the learned scale is straight-through: ``log_scale`` gets the gradient of the
+    rounded scale (d(2^e)/d log_scale = 2^e), the fused forward equals its plain-ops specification."""
+    torch.manual_seed(0)
+    quantizer = TernaryWeightQuantizer(8, power_of_two=True)
+    weight = (torch.randn(8, 4, 3, 3) * 0.1).requires_grad_()
+    upstream = torch.randn(8, 4, 3, 3)
+    fused = quantizer(weight)
+    fused_grads = torch.autograd.grad((fused * upstream).sum(), (weight, quantizer.log_scale))
+    reference = quantizer.reference_forward(weight)
+    reference_grads = torch.autograd.grad((reference * upstream).sum(), (weight, quantizer.log_scale))
+    assert torch.equal(fused, reference)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fused_grads, reference_grads))
+    scale = quantizer.channel_scale().detach()
+    assert _is_power_of_two(scale.numpy())
+    assert not _is_power_of_two(quantizer.log_scale.detach().exp().numpy())
+    hard = (fused / scale.view(-1, 1, 1, 1)).detach()
+    assert torch.allclose(fused_grads[1], (upstream * hard).flatten(1).sum(1) * scale)
+    assert float(fused_grads[1].abs().sum()) > 0
 
 
 def _train(model: ODiMO, loader, epochs: int) -> None:
@@ -223,7 +245,7 @@ def test_qdq_onnx_holds_integer_weights_tagged_by_unit(run):
         assert tags["activation_bits"] == str(data_format.activation_bits)
         assert tags["weight_bits"] == ("2" if type(data_format).__name__ == "TernaryFormat"
                                        else str(data_format.weight_bits))
-    # scales: power-of-two int weights (one per tensor), per-channel ternary scales, activation steps
+    # scales: power-of-two int weights (one per tensor), per-channel power-of-two ternary scales, activation steps
     # clip / levels with a power-of-two clip
     for node in onnx_model.graph.node:
         tags = {p.key[len(METADATA_PREFIX):]: p.value for p in node.metadata_props}
@@ -233,8 +255,9 @@ def test_qdq_onnx_holds_integer_weights_tagged_by_unit(run):
                 continue  # a deduplicated scalar, read through an Identity
             if tags["weight_format"] == "int":
                 assert scale.ndim == 0 and _is_power_of_two(scale)
-            else:
+            else:  # ternary, on DIANA's power-of-two steps: per channel, each a power of two
                 assert scale.ndim == 1 and len(scale) == len(json.loads(tags["output_channels"]))
+                assert _is_power_of_two(scale)
     metadata = {p.key: p.value for p in onnx_model.metadata_props}
     assert metadata["odimo.soc"] == soc_name and metadata["odimo.format"] == "qdq"
     assert json.loads(metadata["odimo.mapping"])["layers"].keys() == model.mapping().keys()
@@ -306,23 +329,27 @@ def test_integer_reference_equals_the_qdq_model(run, check_images):
         assert numbers["max_distance"] < 0.05, key
 
 
-def test_int_units_requantize_by_a_shift_ternary_units_cannot(run):
-    """Onto any next input step of the same level count (here: every unsigned grid), an int unit's
-    accumulator scale is a power of two away; a ternary unit's per-channel scales are not."""
-    _, model, folder, _ = run
+def test_every_unit_on_power_of_two_steps_requantizes_by_a_shift(run):
+    """Onto any next input step of the same level count (here: every unsigned grid), every channel's
+    accumulator scale is a power of two away: an int unit's (one scale per tensor) and a ternary
+    unit's (per channel: its learned scale rounded to a power of two, DIANA's analog unit)."""
+    soc_name, model, folder, _ = run
     layers = integer_sub_layers(onnx.load(str(folder / "exported_qdq.onnx")))
+    if soc_name == "diana":
+        assert "analog" in {layer.unit for layer in layers}
     for layer in layers:
         scales = set(layer.accumulator_scale.tolist())
+        if type(model.soc.unit(layer.unit).data_format).__name__ != "TernaryFormat":
+            assert len(scales) == 1
         for step in {other.input_step for other in layers if other.input_step / layer.input_step
                      in {2.0 ** k for k in range(-8, 9)}}:
-            if type(model.soc.unit(layer.unit).data_format).__name__ == "TernaryFormat":
-                with pytest.raises(UsageError, match="multiplier"):
-                    for scale in scales:
-                        requantization_shift(scale, step)
-            else:
-                assert len(scales) == 1
-                scale = scales.copy().pop()
+            for scale in scales:
                 assert 2.0 ** requantization_shift(scale, step) == step / scale
+
+
+def test_a_ternary_scale_off_powers_of_two_needs_a_multiplier():
+    with pytest.raises(UsageError, match="multiplier"):
+        requantization_shift(0.3 * 2.0 ** -7, 2.0 ** -7)
 
 
 def test_requantize_rounds_like_quantize_linear():
