@@ -57,6 +57,8 @@ def test_the_recipe_refuses_what_a_study_file_refuses(key, value):
 
 
 def test_the_recipe_converts_what_a_study_file_converts():
-    recipe = Recipe.from_params({"search_epochs": 4.0, "lr": "1e-3", "gumbel": True, "optimizer": "sgd"})
+    recipe = Recipe.from_params({"search_epochs": 4.0, "lr": "1e-3", "gumbel": True, "quantize": "False",
+                                 "optimizer": "sgd"})
     assert recipe.search_epochs == 4 and isinstance(recipe.search_epochs, int)
-    assert (recipe.lr, recipe.gumbel, recipe.optimizer) == (1e-3, True, "sgd")
+    assert (recipe.lr, recipe.gumbel, recipe.quantize, recipe.optimizer) == (1e-3, True, False, "sgd")
+    assert build_setup(_no_options(), overrides={"download": "true"}).download is True

@@ -1,5 +1,6 @@
 """How study validation records problems and reads typed values: one line per problem, with its
-key path; numbers given as strings (YAML 1.1 reads ``1e-4`` as one) are accepted."""
+key path; numbers given as strings (YAML 1.1 reads ``1e-4`` as one) and booleans spelled ``true`` or
+``false`` are accepted."""
 
 from __future__ import annotations
 
@@ -24,11 +25,14 @@ def kind_name(kind: type) -> str:
 
 
 def coerce(value: Any, kind: type) -> Any:
-    """``value`` as ``kind`` or raise ValueError. Numbers given as strings are accepted; booleans are
-    never numbers."""
+    """``value`` as ``kind`` or raise ValueError: the one rule set of study keys, setup options and
+    training parameters. Numbers given as strings are accepted, and booleans as the strings ``true``
+    and ``false`` (any case); booleans are never numbers, nor ``yes``, ``no``, 0 or 1 booleans."""
     if kind is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
         raise ValueError
     if isinstance(value, bool) or value is None:
         raise ValueError
