@@ -28,7 +28,7 @@ def main() -> None:
     device = common.setup(args)
     result = {"benchmark": "step_time", "machine": common.machine_info(device),
               "settings": {"batch_size": args.batch_size, "input_shape": list(common.INPUT_SHAPE),
-                           "repetitions": args.repetitions, "cost_weight": args.cost_weight,
+                           "repetitions": args.repetitions, "lambda": args.lambda_,
                            "step": "forward + task loss + lambda * model.cost + backward + both optimizers' "
                                    "steps (odimo strategy recipe defaults)"},
               "socs": {}}
@@ -43,7 +43,7 @@ def main() -> None:
         }
         models["plain_quantized"] = common.quantized_plain(plain, models["searchable"], soc)
         x, y = common.batch(args.batch_size, device)
-        steps = {name: common.training_step(model.to(device), x, y, args.cost_weight)
+        steps = {name: common.training_step(model.to(device), x, y, args.lambda_)
                  for name, model in models.items()}
         timings = common.interleaved(steps, args.repetitions, device)
         entry = {
