@@ -5,7 +5,7 @@ per channel. Each alternative can express itself as a weight in the searched lay
 (``dense_weight``), so a layer whose units read the same input format runs ONE convolution over the
 per-channel mixture of weights. At export, an alternative builds a plain sub-layer that computes
 just its channels. The factories a unit returns to name its alternative (``SameOp``, ``Depthwise``)
-are defined without torch in :mod:`odimo_moo.alternative_factories` and re-exported here.
+are defined without torch in :mod:`odimo_moo.alternative_factories`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .alternative_factories import AlternativeFactory, Depthwise, SameOp  # noqa: F401 (re-exported)
 from .quantizers import (ActivationQuantizer, PowerOfTwoActivationQuantizer, activation_gradients, activation_levels,
                          clip_descent_direction, clip_gradient, level_code_dtype)
 from .weight_quantizers import IntegerWeight, integer_weight, scale_weight_channels

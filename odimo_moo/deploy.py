@@ -19,7 +19,8 @@ from torch.nn.utils import parametrize
 
 from .alternatives import run_dense_quantized
 from .graph_patterns import batchnorms_after
-from .quantizers import DataFormat, PowerOfTwoActivationQuantizer, freeze
+from .data_formats import DataFormat
+from .quantizers import PowerOfTwoActivationQuantizer, freeze
 from .split_layer import ExportedBranch, ExportedSplit, SplitLayer
 from .weight_quantizers import integer_weight, scale_weight_channels
 

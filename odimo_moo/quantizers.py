@@ -1,6 +1,6 @@
 """Fake activation quantizers (straight-through; weights: :mod:`odimo_moo.weight_quantizers`).
 
-A compute unit names its data formats (:mod:`odimo_moo.data_formats`, re-exported here); the
+A compute unit names its data formats (:mod:`odimo_moo.data_formats`); the
 searchable layer asks the format for quantizer modules. Every quantizer's forward produces values on
 its grid, its backward is straight-through.
 """
@@ -13,7 +13,6 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .data_formats import FLOAT, DataFormat, FloatFormat, IntFormat, TernaryFormat  # noqa: F401 (re-exported)
 from .weight_quantizers import ste_round
 
 

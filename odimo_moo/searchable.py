@@ -23,7 +23,7 @@ from .errors import UsageError
 from .front_point import COST_METRICS
 from .graph_patterns import input_is_non_negative, output_size
 from .layer_spec import LayerSpec, LayerTable
-from .quantizers import FLOAT
+from .data_formats import FLOAT
 from .registry import resolve_soc
 from .soc import SoC
 from .split_layer import MaskMode, SplitLayer

@@ -378,7 +378,7 @@ def test_requantize_rounds_like_quantize_linear():
 def test_a_float_unit_next_to_an_integer_unit_is_exported_and_tagged():
     """A SoC with a float unit: that unit's sub-layers stay float in the QDQ model, still tagged,
     even where the exporter would fold the following BatchNorm into a float weight."""
-    from odimo_moo.quantizers import FLOAT, IntFormat
+    from odimo_moo.data_formats import FLOAT, IntFormat
     from odimo_moo.soc import FormulaUnit, SoC
 
     units = [FormulaUnit("cpu", lambda layers, n: n * layers.in_channels, lambda spec: True, 10.0, data_format=FLOAT),

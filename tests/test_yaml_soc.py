@@ -12,11 +12,11 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from odimo_moo.alternatives import Depthwise, SameOp
+from odimo_moo.alternative_factories import Depthwise, SameOp
 from odimo_moo.cycle_formulas import FormulaError, compile_formula
 from odimo_moo.errors import UsageError
 from odimo_moo.layer_spec import LayerSpec, LayerTable, OpKind, parse_layer_spec
-from odimo_moo.quantizers import FLOAT, IntFormat, TernaryFormat
+from odimo_moo.data_formats import FLOAT, IntFormat, TernaryFormat
 from odimo_moo.soc_plugins import yaml_socs
 from odimo_moo.yaml_soc import load_soc_file, parse_soc
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from odimo_moo import FormulaUnit, LayerSpec, LayerTable, OpKind, SoC, hookimpl
-from odimo_moo.alternatives import Depthwise, SameOp
+from odimo_moo.alternative_factories import Depthwise, SameOp
 from odimo_moo.cost_primitives import gate, ste_ceil
 
 
