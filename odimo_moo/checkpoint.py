@@ -115,6 +115,12 @@ def _os_error(exc: BaseException | None) -> OSError | None:
     return None
 
 
+def _printable(exc: Exception, limit: int = 200) -> str:
+    """``exc`` as one printable line: a corrupt file's bytes can end up in the unpickler's message."""
+    text = "".join(c if c.isprintable() else "?" for c in f"{type(exc).__name__}: {exc}")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint written by :func:`atomic_torch_save`; a corrupt file is a clear RunFailure."""
     import torch
@@ -122,7 +128,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise RunFailure(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); delete it to "
+        raise RunFailure(f"checkpoint {path} is unreadable ({_printable(exc)}); delete it to "
                          f"restart that phase") from exc
     if not isinstance(payload, dict) or "model" not in payload:
         raise RunFailure(f"checkpoint {path} is not an odimo-moo checkpoint; delete it to restart that phase")

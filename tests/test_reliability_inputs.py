@@ -271,7 +271,8 @@ def _truncated_checkpoint(path: Path) -> None:
 CHECKPOINT_CASES = [
     ("empty", lambda p: p.write_bytes(b""), "is unreadable"),
     ("truncated", _truncated_checkpoint, "is unreadable"),
-    ("garbage", lambda p: p.write_bytes(os.urandom(256)), "is unreadable"),
+    # the float opcode 'F' makes the unpickler quote the bytes up to the next newline in its message
+    ("garbage", lambda p: p.write_bytes(b"F\x0b\x0c\r\x1c\x85\x93\x00\nZ" + bytes(range(256))), "is unreadable"),
     ("not_odimo", lambda p: torch.save([1, 2, 3], p), "is not an odimo-moo checkpoint"),
     ("other_layout", lambda p: torch.save({"model": {"conv9.weight": torch.zeros(1)}, "epoch": 1}, p),
      "does not fit this run (RuntimeError: Error(s) in loading state_dict"),
@@ -286,6 +287,7 @@ def test_corrupt_checkpoint(tmp_path: Path, capsys, name, make, fragment):
     make(path)
     err = check_clean_error(capsys, ["search", "--out", str(out), *QUICK], 1, fragment)
     assert str(path) in err and err.rstrip().endswith("delete it to restart that phase")
+    assert err.rstrip("\n").isprintable()
 
 
 def test_export_missing_and_corrupt_results(tmp_path: Path, capsys):
