@@ -61,16 +61,18 @@ def _digest(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_key(setup: Setup, recipe: Recipe, **extra: Any) -> str:
-    """What a resumed phase must share with the run that wrote its checkpoint: the setup and the
-    recipe (:meth:`Recipe.identity`), except the epoch counts, and ``extra`` (a fixed mapping)."""
+def run_key(setup: Setup, recipe: Recipe, cost: bool = True, **extra: Any) -> str:
+    """What a resumed phase must share with the run that wrote its checkpoint: the setup (without
+    its cost metric for a phase with no cost term, ``cost=False``) and the recipe
+    (:meth:`Recipe.identity`), except the epoch counts, and ``extra`` (a fixed mapping)."""
     settings = {k: v for k, v in recipe.identity().items() if k not in EPOCH_KEYS}
-    return _digest({"setup": setup.identity(), "recipe": settings, **extra})
+    return _digest({"setup": setup.identity(cost), "recipe": settings, **extra})
 
 
 def warmup_key(setup: Setup, recipe: Recipe) -> str:
-    """Everything the warmup depends on (:meth:`Recipe.warmup_key`): its cache key."""
-    return _digest({"setup": setup.identity(), "recipe": recipe.warmup_key(), "format": WARMUP_FORMAT})
+    """Everything the warmup depends on (:meth:`Recipe.warmup_key`; not the cost metric: the warmup
+    has no cost term, so latency and energy runs share it): its cache key."""
+    return _digest({"setup": setup.identity(cost=False), "recipe": recipe.warmup_key(), "format": WARMUP_FORMAT})
 
 
 @contextlib.contextmanager
@@ -131,8 +133,9 @@ def search(bench: Workbench, model: ODiMO, recipe: Recipe, workdir: Path, histor
 
 def _fixed_mapping_runner(bench: Workbench, model: ODiMO, recipe: Recipe, workdir: Path,
                           history: History) -> PhaseRunner:
-    """The runner of a phase under ``model``'s frozen mapping (part of its fingerprint)."""
-    fingerprint = run_key(bench.setup, recipe, mapping=model.mapping())
+    """The runner of a phase under ``model``'s frozen mapping (part of its fingerprint; the cost
+    metric is not: a fixed mapping trains the same whichever cost the run reports)."""
+    fingerprint = run_key(bench.setup, recipe, cost=False, mapping=model.mapping())
     return _runner(bench, model, recipe, workdir / "checkpoints", fingerprint, history)
 
 

@@ -23,6 +23,8 @@ METRIC_NAMES = tuple(COST_FIELDS)
 
 #: The fields that change where or how verbosely a problem is trained, not what is trained.
 NOT_IDENTITY = ("device", "progress", "plugins")
+#: The fields only a cost term reads: training without one (the warmup, a fixed mapping's) ignores them.
+COST_ONLY = ("metric",)
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,11 @@ class Setup:
             if rule.choices and value not in rule.choices:
                 raise UsageError(f"unknown {field.name} {value!r}; choose one of {', '.join(rule.choices)}")
 
-    def identity(self) -> dict[str, Any]:
-        """The fields that change what is trained (not where or how verbosely)."""
+    def identity(self, cost: bool = True) -> dict[str, Any]:
+        """The fields that change what is trained (not where or how verbosely); with ``cost=False``
+        without the cost metric, for training that has no cost term (:data:`COST_ONLY`)."""
         data = dataclasses.asdict(self)
-        for key in NOT_IDENTITY:
+        for key in NOT_IDENTITY + (() if cost else COST_ONLY):
             data.pop(key)
         return data
 

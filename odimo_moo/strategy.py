@@ -39,6 +39,10 @@ class Strategy(ABC):
 
     name: str = ""
     description: str = ""
+    #: Whether the strategy's choices depend on the setup's cost metric. False (fixed mappings chosen
+    #: without it): its outcomes are the same for every metric, and ``odimo compare`` keys its finished
+    #: units without the metric, so a latency run's units serve an energy run.
+    uses_metric: bool = True
 
     def defaults(self) -> dict[str, Any]:
         """Default hyperparameters; a study's search space and ``--set`` override them."""

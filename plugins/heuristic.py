@@ -72,6 +72,7 @@ def folder_name(label: str) -> str:
 
 class HeuristicMappings(Strategy):
     name = "heuristic"
+    uses_metric = False  # its mappings (one unit, manual rules, per-layer latency splits) ignore the metric
     description = ("fixed mappings ignoring accuracy (all on one unit, the SoC's manual heuristics, per-layer "
                    "min-latency and balanced splits), each trained for search + fine-tune epochs")
 

@@ -36,11 +36,13 @@ def test_run_identities_are_those_written_before_the_rename(setup, recipe, extra
     assert run_key(setup, recipe, **extra) == digest
 
 
-def test_warmup_identity_is_lambda_free():
+def test_warmup_identity_is_lambda_and_metric_free():
     # 1a4e2193f22855fe before WARMUP_FORMAT 2 (Darkside's power-of-two steps) invalidated cached warmups,
-    # 379c221310554165 before WARMUP_FORMAT 3 (DIANA's power-of-two ternary scales)
-    assert warmup_key(Setup(device="cpu"), Recipe(lambda_=0.5)) == "aa475958318bc0fd"
-    assert warmup_key(Setup(device="cpu"), Recipe(lambda_=7.0)) == "aa475958318bc0fd"
+    # 379c221310554165 before WARMUP_FORMAT 3 (DIANA's power-of-two ternary scales), aa475958318bc0fd
+    # before the metric left the key
+    assert warmup_key(Setup(device="cpu"), Recipe(lambda_=0.5)) == "6db2a6535d11a096"
+    assert warmup_key(Setup(device="cpu"), Recipe(lambda_=7.0)) == "6db2a6535d11a096"
+    assert warmup_key(Setup(device="cpu", metric="energy"), Recipe(lambda_=0.5)) == "6db2a6535d11a096"
 
 
 def test_identity_changes_with_lambda():

@@ -6,7 +6,8 @@ Layout of a compare folder (``--out``)::
                                   recipes, machine
     results.json                  every outcome of every seed and method
     compare.json/.csv/.png        the report; baselines.json: the baseline outcomes
-    warmup-cache/                 the shared warmups (keyed by what the warmup depends on, seed included)
+    warmup-cache/                 the shared warmups (keyed by what the warmup depends on, seed included,
+                                  the cost metric not: a latency and an energy run may share this folder)
     seed-<S>/warmup.json          seed S's warmup: epochs, wall and CPU seconds
     seed-<S>/budget.json          with --budget matched: how each one-shot method's budget was derived
     seed-<S>/<method>[/lambda-<L>]/outcomes.json
@@ -14,7 +15,9 @@ Layout of a compare folder (``--out``)::
 
 A unit whose ``outcomes.json`` exists with the same settings is not run again, so a killed compare
 resumes where it stopped (an unfinished unit resumes from its own checkpoints); a unit folder holding
-the results of other settings is refused, never silently reused.
+the results of other settings is refused, never silently reused. The units of a strategy that ignores
+the cost metric (``Strategy.uses_metric``: the heuristics) are keyed without it: copied into the folder
+of a run of the other metric they are reused there, since they would train the same.
 """
 
 from __future__ import annotations

@@ -47,8 +47,10 @@ def _normalized(payload: Any) -> Any:
 
 def run_unit(strategy: Strategy, bench: Workbench, params: dict[str, Any], workdir: Path, label: str) -> list[Outcome]:
     """One (seed, method, lambda) unit: its stored outcomes if ``workdir`` finished it with the same
-    settings, else run it and store them atomically. Other settings there are a usage error."""
-    settings = _normalized({"method": strategy.name, "setup": bench.setup.identity(), "params": params})
+    settings (without the cost metric for a strategy that ignores it, :attr:`Strategy.uses_metric`),
+    else run it and store them atomically. Other settings there are a usage error."""
+    settings = _normalized({"method": strategy.name, "setup": bench.setup.identity(cost=strategy.uses_metric),
+                            "params": params})
     done = workdir / UNIT_FILE
     if done.exists():
         try:
