@@ -170,27 +170,32 @@ def resolve_plan(args: argparse.Namespace) -> Plan:
 
 
 def route_parameters(assignments: dict[str, Any], strategies: dict[str, Strategy]) -> dict[str, dict[str, Any]]:
-    """Per method, the ``--set`` values it takes: ``KEY`` to every method whose defaults have it,
-    ``METHOD.KEY`` to that method only. A key no chosen method has is a usage error."""
+    """Per method, the ``--set`` values it takes (:func:`takers`). A key no chosen method has is a
+    usage error."""
     routed: dict[str, dict[str, Any]] = {name: {} for name in strategies}
     for key, value in assignments.items():
         method, dot, name = key.partition(".")
-        if dot:
-            if method not in strategies:
-                raise UsageError(f"--set {key}: {method!r} is not one of the compared methods "
-                                 f"({', '.join(strategies)})")
-            if name not in strategies[method].defaults():
-                raise UsageError(f"--set {key}: method {method!r} has no parameter {name!r}; it has "
-                                 f"{', '.join(strategies[method].defaults())}")
-            routed[method][name] = value
-            continue
-        takers = [m for m, strategy in strategies.items() if key in strategy.defaults()]
-        if not takers:
+        if dot and method not in strategies:
+            raise UsageError(f"--set {key}: {method!r} is not one of the compared methods ({', '.join(strategies)})")
+        if dot and name not in strategies[method].defaults():
+            raise UsageError(f"--set {key}: method {method!r} has no parameter {name!r}; it has "
+                             f"{', '.join(strategies[method].defaults())}")
+        found = takers(key, strategies)
+        if not found:
             raise UsageError(f"--set {key}: no compared method has this parameter (nor is it a setup option "
                              f"or compare key)")
-        for m in takers:
-            routed[m][key] = value
+        for m in found:
+            routed[m][name if dot else key] = value
     return routed
+
+
+def takers(key: str, strategies: dict[str, Strategy]) -> list[str]:
+    """The methods of ``strategies`` that take parameter ``KEY`` (every one whose defaults have it) or
+    ``METHOD.KEY`` (that method, if it is one of them and has it)."""
+    method, dot, name = key.partition(".")
+    if not dot:
+        return [m for m, strategy in strategies.items() if key in strategy.defaults()]
+    return [method] if method in strategies and name in strategies[method].defaults() else []
 
 
 def preset_parameters(params: dict[str, Any], strategies: dict[str, Strategy], registered: dict[str, Strategy],
@@ -200,16 +205,9 @@ def preset_parameters(params: dict[str, Any], strategies: dict[str, Strategy], r
     skipped; one that no ``registered`` method has is a usage error naming the preset."""
     kept: dict[str, Any] = {}
     for key, value in params.items():
-        if not _taken(key, registered):
+        if not takers(key, registered):
             raise UsageError(f"--preset {source}: params.{key}: no registered method has this parameter; remove "
                              f"it from the preset, or load the plugin whose method has it with --plugin")
-        if _taken(key, strategies):
+        if takers(key, strategies):
             kept[key] = value
     return kept
-
-
-def _taken(key: str, strategies: dict[str, Strategy]) -> bool:
-    """Whether one of ``strategies`` takes parameter ``KEY`` (any of them) or ``METHOD.KEY`` (that one)."""
-    method, _, name = key.rpartition(".")
-    takers = ([strategies[method]] if method in strategies else []) if method else strategies.values()
-    return any(name in strategy.defaults() for strategy in takers)
