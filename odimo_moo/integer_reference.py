@@ -103,6 +103,12 @@ class IntegerSubLayer:
                              f"this sub-layer needs a wider accumulator than the integer reference uses")
 
 
+def power_of_two_exponent(value: float) -> int | None:
+    """``k`` where ``value`` is exactly ``2 ** k``, else None (a requantization by a shift needs one)."""
+    mantissa, exponent = math.frexp(value)
+    return exponent - 1 if mantissa == 0.5 else None
+
+
 def requantization_shift(accumulator_scale: float, output_step: float) -> int:
     """The shift of :func:`requantize` from an accumulator scale onto the next input step.
 
@@ -110,11 +116,11 @@ def requantization_shift(accumulator_scale: float, output_step: float) -> int:
     whose weight scales are powers of two; a ternary scale learned off powers of two, or a
     ``clip / levels`` step, needs a multiplier instead).
     """
-    exponent = math.log2(output_step / accumulator_scale)
-    if exponent != round(exponent):
+    exponent = power_of_two_exponent(output_step / accumulator_scale)
+    if exponent is None:
         raise UsageError(f"the output step {output_step:g} over the accumulator scale {accumulator_scale:g} is "
                          f"not a power of two: requantize with a fixed-point multiplier instead of a shift")
-    return int(round(exponent))
+    return exponent
 
 
 def requantize(acc: torch.Tensor, shift: int, low: int, high: int) -> torch.Tensor:

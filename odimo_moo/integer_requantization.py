@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .integer_reference import (GraphConstants, IntegerSubLayer, integer_sub_layers, node_attributes, onnx_values,
-                                requantize)
+                                power_of_two_exponent, requantize)
 from .qdq_onnx_tags import node_tags
 
 
@@ -58,9 +58,8 @@ class ScaledInteger:
 
 def accumulator_values(layer: IntegerSubLayer, codes: torch.Tensor) -> ScaledInteger:
     """A sub-layer's output from its input ``codes``: its accumulators at their scale's exponent."""
-    log2 = torch.log2(layer.accumulator_scale)
-    exact = log2 == torch.round(log2)
-    return ScaledInteger(layer.accumulate(codes).to(torch.int64), torch.round(log2).to(torch.int64), exact)
+    mantissa, exponent = torch.frexp(layer.accumulator_scale)
+    return ScaledInteger(layer.accumulate(codes).to(torch.int64), (exponent - 1).to(torch.int64), mantissa == 0.5)
 
 
 def _relu(x: ScaledInteger) -> ScaledInteger:
@@ -88,10 +87,10 @@ def _add(a: ScaledInteger, b: ScaledInteger) -> ScaledInteger:
 
 def _global_average(x: ScaledInteger) -> ScaledInteger:
     positions = math.prod(x.values.shape[2:])
-    shift = math.log2(positions)
-    exact = x.exact if shift == round(shift) else torch.zeros_like(x.exact)
+    shift = power_of_two_exponent(positions)
+    exact = x.exact if shift is not None else torch.zeros_like(x.exact)
     return ScaledInteger(x.values.sum(dim=tuple(range(2, x.values.dim())), keepdim=True),
-                         x.exponent - round(shift), exact)
+                         x.exponent - (shift or 0), exact)
 
 
 def _flatten(x: ScaledInteger, axis: int) -> ScaledInteger:
@@ -165,10 +164,10 @@ def _quantizers(model: Any, constants: GraphConstants) -> list[tuple[Any, str, t
     return found
 
 
-def _expected_codes(x: ScaledInteger, step: float, low: int, high: int) -> torch.Tensor:
-    """``x`` requantized onto ``step`` (a power of two) per channel: clip(round_half_even(x / step))."""
+def _expected_codes(x: ScaledInteger, step_exponent: int, low: int, high: int) -> torch.Tensor:
+    """``x`` requantized onto the step ``2 ** step_exponent`` per channel: clip(round_half_even(x / step))."""
     codes = torch.zeros_like(x.values)
-    shifts = round(math.log2(step)) - x.exponent
+    shifts = step_exponent - x.exponent
     for shift in torch.unique(shifts).tolist():
         channels = torch.nonzero(shifts == shift).flatten()
         codes[:, channels] = requantize(x.values[:, channels], int(shift), low, high)
@@ -192,12 +191,13 @@ def compare_requantization(model: Any, inputs: torch.Tensor) -> dict[tuple[str, 
     report = {}
     for node, source, bounds in quantizers:
         x, step = graph.evaluate(source), float(constants[node.input[1]])
-        if x is None or not bool(x.exact.any()) or math.log2(step) != round(math.log2(step)):
+        step_exponent = power_of_two_exponent(step)
+        if x is None or not bool(x.exact.any()) or step_exponent is None:
             continue
         top = 255 if constants[node.input[2]].dtype == np.uint8 else 127
         low, high = (0 if top == 255 else -128, top) if bounds is None else (round(bounds[0] / step),
                                                                                round(bounds[1] / step))
-        expected = _expected_codes(x, step, low, high)[:, x.exact]
+        expected = _expected_codes(x, step_exponent, low, high)[:, x.exact]
         codes = torch.from_numpy(np.asarray(values[node.output[0]]).astype(np.int64))[:, x.exact]
         tags = node_tags(node)
         report[(tags["layer"], tags["unit"])] = {

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from odimo_moo.errors import UsageError
 from odimo_moo.export_formats import qdq_onnx_model
 from odimo_moo.integer_requantization import compare_requantization
 from odimo_moo.searchable import ODiMO
@@ -59,3 +60,13 @@ def test_requantization_follows_residual_adds_and_power_of_two_pooling(socs, siz
         assert "Flatten<GlobalAveragePool<Relu<Add<Relu<Concat" in paths
     for key, numbers in report.items():
         assert numbers["elements"] > 0 and numbers["equal"] == 1.0, key
+
+
+def test_power_of_two_exponent_by_hand():
+    from odimo_moo.integer_reference import power_of_two_exponent, requantization_shift
+
+    assert [power_of_two_exponent(v) for v in (1.0, 0.25, 2.0 ** -20, 64, 3.0, 0.1, 1 / 255)] == [
+        0, -2, -20, 6, None, None, None]
+    assert requantization_shift(2.0 ** -12, 2.0 ** -7) == 5
+    with pytest.raises(UsageError, match="not a power of two"):
+        requantization_shift(2.0 ** -12, 1 / 255)
