@@ -47,9 +47,10 @@ DESCRIPTION = ("Run every method on one setup for each seed (one shared warmup p
                "fixed mappings (heuristic, evolutionary, random) the same number, and each keeps its\n"
                "fine-tune epoch with the best validation accuracy. Methods that take lambda (odimo) run\n"
                "once per --lambdas value. --budget matched gives evolutionary and random, per seed,\n"
-               "ODiMO's training epochs for their final points and the rest of ODiMO's wall time for\n"
-               "their one-shot search. A killed compare resumes: finished (seed, method, lambda) units\n"
-               "are skipped.\n\n"
+               "ODiMO's training epochs for their final points and the rest of ODiMO's time (CPU\n"
+               "seconds on a CPU, wall seconds on a GPU) for their one-shot search. A killed compare\n"
+               "resumes: finished (seed, method, lambda) units are skipped; a heuristic's units copied\n"
+               "from a run of the other --metric are reused (they train the same).\n\n"
                "--set KEY=VALUE: a setup option (device, data_limit, ...) or compare key (seeds,\n"
                "lambdas, methods, ...) overrides the preset and the options; any other KEY goes to\n"
                "every method that has it, METHOD.KEY to one. A preset (--preset FILE or NAME) is a\n"
@@ -89,7 +90,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              f"ln(cost / cost on the default unit): 1 %% less cost is worth lambda/100 of task loss)")
     parser.add_argument("--budget", default=None, choices=BUDGETS,
                         help="fixed (default): every method's own settings; matched: evolutionary and random get "
-                             "ODiMO's training epochs and the rest of its wall time, per seed")
+                             "ODiMO's training epochs and the rest of its time (CPU seconds on a CPU, wall on a GPU), "
+                             "per seed")
     parser.add_argument("--set", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
                         help="setup option, compare key or method parameter, e.g. --set device=cuda "
                              "--set finetune_epochs=5 --set evolutionary.evaluations=100")
