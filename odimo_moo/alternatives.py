@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .quantizers import (ActivationQuantizer, PowerOfTwoActivationQuantizer, activation_gradients, activation_levels,
-                         clip_descent_direction, clip_gradient, level_code_dtype)
+from . import native_kernels
+from .quantizers import (ActivationQuantizer, PowerOfTwoActivationQuantizer, clip_descent_direction, clip_gradient,
+                         coded_activation_gradients, coded_levels)
 from .weight_quantizers import IntegerWeight, integer_weight, scale_weight_channels
 
 #: Activation quantizers whose fake quantization the fused layer reproduces (through their ``grid``).
@@ -98,9 +99,12 @@ class _MixWeights(torch.autograd.Function):
     def forward(ctx, mask: torch.Tensor, kinds: tuple[str, ...], shape: torch.Size,  # type: ignore[override]
                 *tensors: torch.Tensor) -> torch.Tensor:
         mixed = None
+        native = mask.dtype == torch.float32 and native_kernels.applies(*tensors)
         for k, (kind, tensor) in enumerate(zip(kinds, tensors)):
             scale = _per_channel(mask[:, k], tensor)
-            if kind == "dense":
+            if kind == "dense" and native:
+                mixed = native_kernels.mix_dense_forward(tensor, mask, k, mixed)
+            elif kind == "dense":
                 mixed = tensor * scale if mixed is None else mixed.addcmul_(tensor, scale)
             elif kind == "diagonal":
                 if mixed is None:
@@ -120,9 +124,15 @@ class _MixWeights(torch.autograd.Function):
         grad_mask = torch.empty_like(mask) if need_mask else None
         grads = []
         channels = mask.shape[0]
+        native = mask.dtype == torch.float32 and native_kernels.applies(grad)
         for k, (kind, tensor) in enumerate(zip(ctx.kinds, tensors)):
+            need_term = ctx.needs_input_grad[3 + k]
+            if kind == "dense" and native and native_kernels.applies(tensor):
+                # One pass: the term's gradient and its mask column (compiled kernel).
+                grads.append(native_kernels.mix_dense_backward(grad, tensor, mask, k, need_term, grad_mask))
+                continue
             g = grad if kind == "dense" else _diagonal_view(grad)
-            grads.append(g * _per_channel(mask[:, k], tensor) if ctx.needs_input_grad[3 + k] else None)
+            grads.append(g * _per_channel(mask[:, k], tensor) if need_term else None)
             if need_mask:
                 grad_mask[:, k] = torch.linalg.vecdot(g.reshape(channels, -1), tensor.reshape(channels, -1))
         return (grad_mask, None, None, *grads)
@@ -281,9 +291,8 @@ class _QuantizedInputLayer(torch.autograd.Function):
                 bias: torch.Tensor | None, source: nn.Module, levels: int, signed: bool,
                 grid: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         clip, step = grid(log2_clip, levels)  # clip: the grid's top
-        integers = activation_levels(x, clip, step, levels, signed)
-        code = integers.to(level_code_dtype(levels))
-        output = run_dense(source, integers.mul_(step), weight, bias)
+        quantized, code = coded_levels(x, clip, step, levels, signed)
+        output = run_dense(source, quantized, weight, bias)
         ctx.save_for_backward(x, code, weight, clip, step)
         ctx.source, ctx.signed, ctx.has_bias, ctx.weight_dtype = source, signed, bias is not None, weight.dtype
         return output
@@ -307,8 +316,8 @@ class _QuantizedInputLayer(torch.autograd.Function):
         # float and integer tensors take a slow type-promoting path on CPU.
         if need_x:
             # ``grad_input`` is ours: it becomes the gradient of x in place.
-            grad_x, grad_log2_clip = activation_gradients(grad_input, x, integers, step, clip, ctx.signed, need_x,
-                                                          need_clip, grad_is_scratch=True)
+            grad_x, grad_log2_clip = coded_activation_gradients(grad_input, x, code, integers, step, clip, ctx.signed,
+                                                                need_x, need_clip)
         elif need_clip:
             # Only the clip needs the input's gradient (the network's first layer): the op is linear
             # in its input and in its weight, so sum(grad_input * d) == sum(weight * G(d)) with G(d)

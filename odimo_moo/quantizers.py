@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from . import native_kernels
 from .weight_quantizers import ste_round
 
 
@@ -131,6 +132,33 @@ def level_code_dtype(levels: int) -> torch.dtype:
     if levels <= 127:
         return torch.int8
     return torch.float16 if levels <= 2048 else torch.float32
+
+
+def coded_levels(x: torch.Tensor, clip: torch.Tensor, step: torch.Tensor, levels: int,
+                 signed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(activation_levels(...) * step, the levels as a compact code)``: the fake-quantized ``x`` and
+    what a backward needs of it. One compiled pass where :mod:`~odimo_moo.native_kernels` applies
+    (1-byte codes: int8, or uint8 for 8-bit unsigned), else the eager ops (:func:`level_code_dtype`)."""
+    code_dtype = native_kernels.activation_code_dtype(levels, signed)
+    if code_dtype is not None and native_kernels.applies(x, step):
+        return native_kernels.quantize_activation(x, float(step), -levels if signed else 0.0, levels, code_dtype)
+    integers = activation_levels(x, clip, step, levels, signed)
+    code = integers.to(level_code_dtype(levels))
+    return integers.mul_(step), code
+
+
+def coded_activation_gradients(grad: torch.Tensor, x: torch.Tensor, code: torch.Tensor, integers: torch.Tensor,
+                               step: torch.Tensor, clip: torch.Tensor, signed: bool, need_x: bool,
+                               need_clip: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """:func:`activation_gradients` of ``y = integers * step`` with ``integers`` the float form of
+    ``code`` (from :func:`coded_levels`); ``grad`` is scratch. With both gradients needed and the
+    compiled kernels applicable: one pass, the input's gradient bit for bit eager's, the clip
+    gradient its sum in another order."""
+    if need_x and need_clip and native_kernels.takes_code(code) and native_kernels.applies(grad, x, step):
+        low, high = _constant_bounds(clip, signed)
+        total = native_kernels.activation_backward(grad, x, code, float(step), low, high)
+        return grad, torch.tensor(-math.log(2.0) * total, dtype=clip.dtype)
+    return activation_gradients(grad, x, integers, step, clip, signed, need_x, need_clip, grad_is_scratch=True)
 
 
 def _quantize_on_grid(ctx, x: torch.Tensor, bound: torch.Tensor, step: torch.Tensor, levels: int,

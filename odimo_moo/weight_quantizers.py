@@ -15,6 +15,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import native_kernels
+
 
 def ste_round(x: torch.Tensor) -> torch.Tensor:
     """``round(x)`` forward, identity gradient."""
@@ -71,6 +73,8 @@ class _FakeQuantizeInt(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, scale: torch.Tensor, low: int, high: int) -> torch.Tensor:  # type: ignore[override]
+        if native_kernels.applies(weight, scale):
+            return native_kernels.quantize_int_weight(weight, float(scale), low, high)
         return torch.div(weight, scale).round_().clamp_(low, high).mul_(scale)
 
     @staticmethod
@@ -168,21 +172,30 @@ class _FakeQuantizeTernary(torch.autograd.Function):
         flat = weight.reshape(weight.shape[0], -1)
         magnitude = flat.abs()
         delta = threshold * magnitude.mean(dim=1, keepdim=True)
+        ctx.shape = weight.shape
+        if native_kernels.applies(flat, delta, scale):
+            # One compiled pass (the ternary levels kept as int8); the same values.
+            out, hard, largest = native_kernels.quantize_ternary(flat, delta, scale)
+            ctx.save_for_backward(hard, largest, scale)
+            return out.view(weight.shape)
         hard = torch.sign(flat).mul_(magnitude > delta)
         largest = magnitude.amax(dim=1, keepdim=True).clamp_min_(1e-12)
-        scale = scale.unsqueeze(1)
         ctx.save_for_backward(hard, largest, scale)
-        ctx.shape = weight.shape
-        return (hard * scale).view(weight.shape)
+        return (hard * scale.unsqueeze(1)).view(weight.shape)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         hard, largest, scale = ctx.saved_tensors
         flat = grad.reshape(hard.shape)
+        need_weight, need_scale = ctx.needs_input_grad[:2]
+        if hard.dtype == torch.int8 and native_kernels.applies(flat):
+            grad_weight, grad_scale = native_kernels.ternary_backward(flat, hard, scale, largest, need_weight,
+                                                                      need_scale)
+            return None if grad_weight is None else grad_weight.view(ctx.shape), grad_scale, None
         grad_weight = grad_scale = None
-        if ctx.needs_input_grad[0]:
-            grad_weight = (flat * scale).div_(largest).view(ctx.shape)
-        if ctx.needs_input_grad[1]:
+        if need_weight:
+            grad_weight = (flat * scale.unsqueeze(1)).div_(largest).view(ctx.shape)
+        if need_scale:
             grad_scale = (flat * hard).sum(dim=1)
         return grad_weight, grad_scale, None
 

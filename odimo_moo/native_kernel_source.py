@@ -1,0 +1,175 @@
+"""The C source of :mod:`odimo_moo.native_kernels` (compiled there with the system's C compiler).
+
+Plain C99 with gcc's vector extensions (also understood by clang): 16-float vectors, native on
+AVX-512, split into narrower instructions elsewhere. Compiled without fast-math and without
+multiply-add contraction, so every elementwise result is the IEEE result torch's eager ops give;
+only the sums (clip, mask and scale gradients) are accumulated in another order, 16 lanes then a
+double. ``fmaf`` where torch's own kernel fuses the multiply-add (``addcmul_``).
+"""
+
+SOURCE = r"""
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+
+/* 16 float lanes: gcc's vector extension, native on AVX-512, split into narrower ops elsewhere. */
+#define LANES 16
+typedef float vf __attribute__((vector_size(4 * LANES)));
+typedef int32_t vi __attribute__((vector_size(4 * LANES)));
+typedef int8_t vs8 __attribute__((vector_size(LANES)));
+typedef uint8_t vu8 __attribute__((vector_size(LANES)));
+
+static inline vf load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline vf zero_where(vf v, vi mask) { return (vf)((vi)v & ~mask); }  /* +0.0 where mask */
+
+static inline float clamp_level(float v, float low, float high) {
+    v = v < low ? low : v;  /* NaN stays NaN, as torch.clamp */
+    return v > high ? high : v;
+}
+
+static inline float direction(float v, float level, float step, float low, float high) {
+    return ((v <= low || v >= high) ? 0.0f : v) - level * step;
+}
+
+#define ACTIVATION_KERNELS(SUFFIX, CODE, VCODE)                                                    \
+void quantize_##SUFFIX(const float *restrict x, float *restrict out, CODE *restrict code,         \
+                       int64_t n, float step, float low, float high) {                             \
+    for (int64_t i = 0; i < n; ++i) {                                                              \
+        float level = rintf(clamp_level(x[i] / step, low, high));                                  \
+        out[i] = level * step;                                                                     \
+        code[i] = (CODE)level;                                                                     \
+    }                                                                                              \
+}                                                                                                  \
+double backward_##SUFFIX(float *restrict grad, const float *restrict x, const CODE *restrict code, \
+                         int64_t n, float step, float low, float high) {                           \
+    vf sums = {0}, steps = step - (vf){0}, lows = low - (vf){0}, highs = high - (vf){0};          \
+    int64_t i = 0;                                                                                 \
+    for (; i + LANES <= n; i += LANES) {                                                           \
+        vf v = load(x + i), g = load(grad + i);                                                    \
+        VCODE c;                                                                                   \
+        memcpy(&c, code + i, sizeof c);                                                            \
+        vi outside = (v <= lows) | (v >= highs);                                                   \
+        sums += g * (zero_where(v, outside) - __builtin_convertvector(c, vf) * steps);             \
+        store(grad + i, zero_where(g, outside));                                                   \
+    }                                                                                              \
+    double total = 0.0;                                                                            \
+    for (; i < n; ++i) {                                                                           \
+        float v = x[i], g = grad[i];                                                               \
+        total += g * direction(v, (float)code[i], step, low, high);                                \
+        grad[i] = (v <= low || v >= high) ? 0.0f : g;                                              \
+    }                                                                                              \
+    for (int j = 0; j < LANES; ++j) total += sums[j];                                              \
+    return total;                                                                                  \
+}
+
+ACTIVATION_KERNELS(int8, int8_t, vs8)
+ACTIVATION_KERNELS(uint8, uint8_t, vu8)
+
+void quantize_int_weight(const float *restrict w, float *restrict out, int64_t n, float scale,
+                         float low, float high) {
+    for (int64_t i = 0; i < n; ++i) out[i] = clamp_level(rintf(w[i] / scale), low, high) * scale;
+}
+
+static inline vf ones_where(vi mask) { return (vf)(mask & (vi)((vf){0} + 1.0f)); }  /* 1.0 or +0.0 */
+
+static inline float horizontal_max(vf v) {
+    float top = v[0];
+    for (int j = 1; j < LANES; ++j) top = v[j] > top ? v[j] : top;
+    return top;
+}
+
+void quantize_ternary(const float *restrict w, const float *restrict delta, const float *restrict scale,
+                      float *restrict out, int8_t *restrict hard, float *restrict largest, int64_t channels,
+                      int64_t size) {
+    const vi magnitude_bits = (vi){0} + 0x7fffffff;
+    for (int64_t c = 0; c < channels; ++c) {
+        const float *row = w + c * size;
+        float d = delta[c], s = scale[c], top = 0.0f;
+        vf tops = {0}, ds = d - (vf){0}, ss = s - (vf){0};
+        int64_t i = 0;
+        for (; i + LANES <= size; i += LANES) {
+            vf v = load(row + i), m = (vf)((vi)v & magnitude_bits);
+            /* sign(v) * [|v| > delta], as torch: -1 * 0 is -0.0 */
+            vf h = (ones_where(v > 0.0f) - ones_where(v < 0.0f)) * ones_where(m > ds);
+            store(out + c * size + i, h * ss);
+            vs8 code = __builtin_convertvector(h, vs8);
+            memcpy(hard + c * size + i, &code, sizeof code);
+            vi higher = m > tops;
+            tops = (vf)(((vi)m & higher) | ((vi)tops & ~higher));
+        }
+        for (; i < size; ++i) {
+            float v = row[i], m = fabsf(v);
+            float h = ((v > 0.0f) - (v < 0.0f)) * (float)(m > d);
+            out[c * size + i] = h * s;
+            hard[c * size + i] = (int8_t)h;
+            top = m > top ? m : top;
+        }
+        float vector_top = horizontal_max(tops);
+        top = vector_top > top ? vector_top : top;
+        largest[c] = top < 1e-12f ? 1e-12f : top;
+    }
+}
+
+void ternary_backward(const float *restrict grad, const int8_t *restrict hard, const float *restrict scale,
+                      const float *restrict largest, float *restrict grad_weight, float *restrict grad_scale,
+                      int64_t channels, int64_t size) {
+    for (int64_t c = 0; c < channels; ++c) {
+        const float *g = grad + c * size;
+        const int8_t *h = hard + c * size;
+        float s = scale[c], l = largest[c];
+        vf sums = {0}, ss = s - (vf){0}, ls = l - (vf){0};
+        int64_t i = 0;
+        for (; i + LANES <= size; i += LANES) {
+            vf gv = load(g + i);
+            vs8 code;
+            memcpy(&code, h + i, sizeof code);
+            sums += gv * __builtin_convertvector(code, vf);
+            if (grad_weight) store(grad_weight + c * size + i, (gv * ss) / ls);
+        }
+        double total = 0.0;
+        for (; i < size; ++i) {
+            total += g[i] * (float)h[i];
+            if (grad_weight) grad_weight[c * size + i] = (g[i] * s) / l;
+        }
+        for (int j = 0; j < LANES; ++j) total += sums[j];
+        if (grad_scale) grad_scale[c] = (float)total;
+    }
+}
+
+void mix_dense_forward(const float *restrict term, const float *restrict mask, int64_t mask_stride,
+                       float *restrict mixed, int accumulate, int64_t channels, int64_t size) {
+    for (int64_t c = 0; c < channels; ++c) {
+        const float *t = term + c * size;
+        float *out = mixed + c * size, m = mask[c * mask_stride];
+        if (accumulate)
+            for (int64_t i = 0; i < size; ++i) out[i] = fmaf(t[i], m, out[i]);  /* as torch's addcmul_ */
+        else
+            for (int64_t i = 0; i < size; ++i) out[i] = t[i] * m;
+    }
+}
+
+void mix_dense_backward(const float *restrict grad, const float *restrict term, const float *restrict mask,
+                        int64_t mask_stride, float *restrict grad_term, float *restrict grad_mask,
+                        int64_t grad_mask_stride, int64_t channels, int64_t size) {
+    for (int64_t c = 0; c < channels; ++c) {
+        const float *g = grad + c * size, *t = term + c * size;
+        float *out = grad_term ? grad_term + c * size : 0;
+        float m = mask[c * mask_stride];
+        vf sums = {0}, scale = m - (vf){0};
+        int64_t i = 0;
+        for (; i + LANES <= size; i += LANES) {
+            vf gv = load(g + i);
+            sums += gv * load(t + i);
+            if (out) store(out + i, gv * scale);
+        }
+        double total = 0.0;
+        for (; i < size; ++i) {
+            total += g[i] * t[i];
+            if (out) out[i] = g[i] * m;
+        }
+        for (int j = 0; j < LANES; ++j) total += sums[j];
+        if (grad_mask) grad_mask[c * grad_mask_stride] = (float)total;
+    }
+}
+"""

@@ -1,0 +1,256 @@
+"""Compiled CPU kernels for the quantized layers' elementwise work, with the eager torch ops as fallback.
+
+The fake quantizers' forward and backward and the weight mix are a handful of elementwise passes
+each in eager torch (divide, clamp, round, code, rescale; mask, direction, dot, mask): on CPU every
+pass streams the whole tensor through memory. The kernels here do each in ONE pass, computing the
+same values -- bit for bit, except the sums, which they accumulate in another order (equal up to
+float rounding):
+
+* :func:`quantize_activation` / :func:`activation_backward`: the fused quantized layer's input
+  (quantized values and 1-byte codes) and, backward, the input's gradient (in place) with the clip
+  gradient's sum;
+* :func:`quantize_int_weight`, :func:`quantize_ternary` / :func:`ternary_backward`: the weight
+  quantizers (the ternary scale's gradient is a sum);
+* :func:`mix_dense_forward` / :func:`mix_dense_backward`: a dense term of the weight mix (the mask
+  gradient is a sum).
+
+The C source is compiled once per machine with the system's C compiler (``cc``, or ``$CC``) into
+a per-user cache folder, in under a second, and loaded with :mod:`ctypes` (no torch headers, no
+Python extension build). Where no compiler works, :func:`active` is false and every caller runs its
+eager ops. The kernels are used automatically for contiguous float32 CPU tensors (:func:`applies`);
+``ODIMO_NATIVE_KERNELS=0`` in the environment, or :func:`set_enabled`, turns them off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+from .native_kernel_source import SOURCE as _SOURCE
+
+#: The environment variable that turns the kernels off (``0``) for a process.
+ENVIRONMENT_SWITCH = "ODIMO_NATIVE_KERNELS"
+
+#: Flags: IEEE arithmetic kept exactly (no fused multiply-add contraction, no fast-math), vectorized.
+_FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared")
+
+_POINTER = ctypes.c_void_p
+_SIGNATURES: dict[str, tuple[object, tuple[object, ...]]] = {
+    **{f"quantize_{code}": (None, (_POINTER, _POINTER, _POINTER, ctypes.c_int64) + (ctypes.c_float,) * 3)
+       for code in ("int8", "uint8")},
+    **{f"backward_{code}": (ctypes.c_double, (_POINTER, _POINTER, _POINTER, ctypes.c_int64) + (ctypes.c_float,) * 3)
+       for code in ("int8", "uint8")},
+    "quantize_int_weight": (None, (_POINTER, _POINTER, ctypes.c_int64) + (ctypes.c_float,) * 3),
+    "quantize_ternary": (None, (_POINTER,) * 6 + (ctypes.c_int64, ctypes.c_int64)),
+    "ternary_backward": (None, (_POINTER,) * 6 + (ctypes.c_int64, ctypes.c_int64)),
+    "mix_dense_forward": (None, (_POINTER, _POINTER, ctypes.c_int64, _POINTER, ctypes.c_int, ctypes.c_int64,
+                                 ctypes.c_int64)),
+    "mix_dense_backward": (None, (_POINTER, _POINTER, _POINTER, ctypes.c_int64, _POINTER, _POINTER,
+                                  ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)),
+}
+#: The 1-byte code dtypes the activation kernels write, by kernel name suffix.
+_CODE_SUFFIX = {torch.int8: "int8", torch.uint8: "uint8"}
+
+_lock = threading.Lock()
+_state: dict[str, object] = {"loaded": False, "library": None, "error": None, "enabled": None}
+
+
+def _machine_key() -> str:
+    """What the compiled library depends on: the source, the flags and the CPU (``-march=native``)."""
+    cpu = ""
+    try:
+        cpu = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        pass
+    text = "\n".join((_SOURCE, " ".join(_FLAGS), platform.machine(), cpu))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cache_folder() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = Path(base) / "odimo-moo"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    except OSError:
+        return Path(tempfile.gettempdir())
+
+
+def _compile(target: Path) -> None:
+    """Compile the source into ``target`` (written under a temporary name, then renamed: concurrent
+    processes never load a half-written library)."""
+    found = shutil.which("cc") or shutil.which("gcc")
+    compiler = shlex.split(os.environ["CC"]) if os.environ.get("CC") else [found] if found else None
+    if not compiler:
+        raise OSError("no C compiler found (cc, gcc or $CC)")
+    with tempfile.TemporaryDirectory(prefix="odimo-kernels-") as folder:
+        source = Path(folder) / "kernels.c"
+        source.write_text(_SOURCE)
+        built = Path(folder) / "kernels.so"
+        run = subprocess.run([*compiler, *_FLAGS, str(source), "-o", str(built), "-lm"], capture_output=True,
+                             text=True, timeout=120)
+        if run.returncode != 0:
+            raise OSError(f"{' '.join(compiler)} failed: {run.stderr.strip()[-500:]}")
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        shutil.copyfile(built, partial)
+        os.replace(partial, target)
+
+
+def _load() -> ctypes.CDLL:
+    target = _cache_folder() / f"kernels-{_machine_key()}.so"
+    if not target.exists():
+        _compile(target)
+    library = ctypes.CDLL(str(target))
+    for name, (result, arguments) in _SIGNATURES.items():
+        function = getattr(library, name)
+        function.restype, function.argtypes = result, arguments
+    return library
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels (compiled at the first call on a machine), or None where compiling or
+    loading failed (:func:`load_error` says why)."""
+    if not _state["loaded"]:
+        with _lock:
+            if not _state["loaded"]:
+                try:
+                    _state["library"] = _load()
+                except (OSError, subprocess.SubprocessError) as error:
+                    _state["error"] = f"{type(error).__name__}: {error}"
+                _state["loaded"] = True
+    return _state["library"]  # type: ignore[return-value]
+
+
+def load_error() -> str | None:
+    """Why the kernels are unavailable (None when they loaded or were not tried yet)."""
+    return _state["error"]  # type: ignore[return-value]
+
+
+def set_enabled(enabled: bool | None) -> None:
+    """Use the kernels (True, where they compile), never (False), or as the environment says (None:
+    on unless ``ODIMO_NATIVE_KERNELS=0``)."""
+    _state["enabled"] = enabled
+
+
+def active() -> bool:
+    """Whether the kernels are switched on and loaded."""
+    enabled = _state["enabled"]
+    if enabled is None:
+        enabled = os.environ.get(ENVIRONMENT_SWITCH, "1") != "0"
+    return bool(enabled) and library() is not None
+
+
+def applies(*tensors: torch.Tensor) -> bool:
+    """Whether the kernels can take these tensors: contiguous float32 on the CPU, kernels active."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors) and active()
+
+
+def activation_code_dtype(levels: int, signed: bool) -> torch.dtype | None:
+    """The 1-byte code the activation kernels write for integer levels ``[-levels or 0, levels]``,
+    or None when none holds them."""
+    if levels <= 127:
+        return torch.int8
+    return None if signed or levels > 255 else torch.uint8
+
+
+def takes_code(code: torch.Tensor) -> bool:
+    """Whether :func:`activation_backward` reads codes of ``code``'s dtype."""
+    return code.dtype in _CODE_SUFFIX
+
+
+def _pointer(tensor: torch.Tensor) -> int:
+    return tensor.data_ptr()
+
+
+def quantize_activation(x: torch.Tensor, step: float, low: float, high: float,
+                        code_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(round(clamp(x / step, low, high)) * step, the rounded levels as code_dtype)`` in one pass."""
+    out = torch.empty_like(x)
+    code = torch.empty(x.shape, dtype=code_dtype)
+    kernel = getattr(library(), f"quantize_{_CODE_SUFFIX[code_dtype]}")
+    kernel(_pointer(x), _pointer(out), _pointer(code), x.numel(), step, low, high)
+    return out, code
+
+
+def activation_backward(grad: torch.Tensor, x: torch.Tensor, code: torch.Tensor, step: float, low: float,
+                        high: float) -> float:
+    """Overwrite ``grad`` with ``grad * [low < x < high]`` (the input's gradient) and return
+    ``sum(grad * (x * [low < x < high] - code * step))`` (the clip descent direction's dot product,
+    :func:`odimo_moo.quantizers.clip_descent_direction`), both in one pass. ``low``/``high``: the clip range."""
+    kernel = getattr(library(), f"backward_{_CODE_SUFFIX[code.dtype]}")
+    return kernel(_pointer(grad), _pointer(x), _pointer(code), x.numel(), step, low, high)
+
+
+def quantize_int_weight(weight: torch.Tensor, scale: float, low: int, high: int) -> torch.Tensor:
+    """``clamp(round(weight / scale), low, high) * scale`` in one pass."""
+    out = torch.empty_like(weight)
+    library().quantize_int_weight(_pointer(weight), _pointer(out), weight.numel(), scale, low, high)  # type: ignore[union-attr]
+    return out
+
+
+def quantize_ternary(weight: torch.Tensor, delta: torch.Tensor,
+                     scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per output channel ``c`` of ``weight`` ``[C, n]``: ``h = sign(w) * [|w| > delta[c]]``; returns
+    ``(h * scale[c], h as int8, max(max |w|, 1e-12) as [C, 1])`` in one pass (``delta``, ``scale``:
+    ``C`` contiguous floats each)."""
+    channels, size = weight.shape
+    out = torch.empty_like(weight)
+    hard = torch.empty(weight.shape, dtype=torch.int8)
+    largest = torch.empty(channels, 1)
+    library().quantize_ternary(_pointer(weight), _pointer(delta), _pointer(scale), _pointer(out),  # type: ignore[union-attr]
+                               _pointer(hard), _pointer(largest), channels, size)
+    return out, hard, largest
+
+
+def ternary_backward(grad: torch.Tensor, hard: torch.Tensor, scale: torch.Tensor, largest: torch.Tensor,
+                     need_weight: bool, need_scale: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The backward of :func:`quantize_ternary`'s output ``h * scale`` (``grad``: ``[C, n]`` contiguous):
+    ``(grad * scale[c] / largest[c], sum over each channel of grad * h)``, None where not needed."""
+    channels, size = grad.shape
+    grad_weight = torch.empty_like(grad) if need_weight else None
+    grad_scale = torch.empty(channels) if need_scale else None
+    library().ternary_backward(  # type: ignore[union-attr]
+        _pointer(grad), _pointer(hard), _pointer(scale), _pointer(largest),
+        None if grad_weight is None else _pointer(grad_weight), None if grad_scale is None else _pointer(grad_scale),
+        channels, size)
+    return grad_weight, grad_scale
+
+
+def _column(matrix: torch.Tensor, column: int) -> int:
+    """The address of ``matrix[0, column]``."""
+    return _pointer(matrix) + matrix.element_size() * column * matrix.stride(1)
+
+
+def mix_dense_forward(term: torch.Tensor, mask: torch.Tensor, column: int, mixed: torch.Tensor | None) -> torch.Tensor:
+    """``mixed + term * mask[:, column]`` per output channel, in place (``term * mask[:, column]``
+    into a new tensor when ``mixed`` is None). ``term``/``mixed``: contiguous float32 in the layer's
+    weight shape; ``mask``: ``[C, K]`` float32, any strides."""
+    out = torch.empty_like(term) if mixed is None else mixed
+    library().mix_dense_forward(_pointer(term), _column(mask, column), mask.stride(0), _pointer(out),  # type: ignore[union-attr]
+                                int(mixed is not None), term.shape[0], term.numel() // term.shape[0])
+    return out
+
+
+def mix_dense_backward(grad: torch.Tensor, term: torch.Tensor, mask: torch.Tensor, column: int, need_term: bool,
+                       grad_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """A dense weight term's share of the mix's backward: returns ``grad * mask[:, column]`` per
+    output channel (None unless ``need_term``) and writes ``grad_mask[:, column]`` (the per-channel
+    dot product of ``grad`` and ``term``) when ``grad_mask`` is given. ``grad``/``term``: contiguous
+    float32 in the layer's weight shape; ``mask``/``grad_mask``: ``[C, K]`` float32, any strides."""
+    channels = term.shape[0]
+    grad_term = torch.empty_like(term) if need_term else None
+    library().mix_dense_backward(  # type: ignore[union-attr]
+        _pointer(grad), _pointer(term), _column(mask, column), mask.stride(0),
+        None if grad_term is None else _pointer(grad_term), None if grad_mask is None else _column(grad_mask, column),
+        0 if grad_mask is None else grad_mask.stride(0), channels, term.numel() // channels)
+    return grad_term

@@ -1,0 +1,209 @@
+"""The compiled CPU kernels (:mod:`odimo_moo.native_kernels`) compute what the eager ops compute.
+
+Values, codes, input and weight gradients bit for bit; the sums the kernels accumulate in another
+order (the clip gradient, the mask gradient) to float rounding. The kernels compile in well under a
+second; where no C compiler works every test here but the fallback one is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from odimo_moo import native_kernels
+from odimo_moo.alternatives import WeightTerm, mix_weights, run_dense_quantized
+from odimo_moo.models.mobilenet import mobilenetv1_darkside
+from odimo_moo.models.resnet import resnet8
+from odimo_moo.quantizers import ActivationQuantizer, PowerOfTwoActivationQuantizer, coded_levels
+from odimo_moo.searchable import ODiMO
+from odimo_moo.weight_quantizers import IntWeightQuantizer, TernaryWeightQuantizer
+
+needs_kernels = pytest.mark.skipif(native_kernels.library() is None,
+                                   reason=f"compiled kernels unavailable: {native_kernels.load_error()}")
+
+
+@pytest.fixture(autouse=True)
+def _default_switch():
+    yield
+    native_kernels.set_enabled(None)
+
+
+def _both(run):
+    """``run()`` with the kernels on, then off."""
+    results = []
+    for enabled in (True, False):
+        native_kernels.set_enabled(enabled)
+        results.append(run())
+    return results
+
+
+def _inputs(shape: tuple[int, ...], signed: bool, clip: float, step: float) -> torch.Tensor:
+    """Random inputs beyond the clip range on both sides, with values exactly on the bounds, on
+    half-steps (ties of the rounding) and at zero."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(7)) * clip * 0.8
+    flat = x.view(-1)
+    specials = torch.tensor([clip, -clip, 0.0, 0.5 * step, 1.5 * step, -2.5 * step, clip * 2, -clip * 2])
+    flat[: specials.numel()] = specials
+    return x if signed else x.relu()
+
+
+@needs_kernels
+@pytest.mark.parametrize("quantizer_type", [ActivationQuantizer, PowerOfTwoActivationQuantizer])
+@pytest.mark.parametrize("bits,signed", [(7, False), (7, True), (8, False), (8, True), (4, False)])
+def test_quantized_input_layer_kernels_equal_eager(quantizer_type, bits, signed):
+    torch.manual_seed(1)
+    quantizer = quantizer_type(bits, signed, init_clip=2.0)
+    clip, step = (float(v) for v in quantizer.grid(quantizer.log2_clip.detach(), quantizer.levels))
+    conv = nn.Conv2d(6, 5, 3, stride=2, padding=1, bias=True)
+    linear = nn.Linear(7, 4)
+    for source, shape in ((conv, (3, 6, 9, 9)), (linear, (5, 7))):
+        x = _inputs(shape, signed, clip, step)
+
+        def run():
+            x_in = x.clone().requires_grad_()
+            out = run_dense_quantized(source, x_in, quantizer, source.weight, source.bias)
+            weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+            return out, torch.autograd.grad((out * weights).sum(),
+                                            (x_in, quantizer.log2_clip, source.weight, source.bias))
+
+        (out_native, grads_native), (out_eager, grads_eager) = _both(run)
+        assert torch.equal(out_native, out_eager)
+        for index in (0, 2, 3):  # input, weight, bias
+            assert torch.equal(grads_native[index], grads_eager[index])
+        torch.testing.assert_close(grads_native[1], grads_eager[1], rtol=1e-5, atol=1e-6)
+
+
+@needs_kernels
+@pytest.mark.parametrize("levels,signed", [(127, False), (63, True), (127, True), (255, False)])
+def test_codes_hold_the_eager_levels(levels, signed):
+    clip, step = torch.tensor(4.0), torch.tensor(4.0 / levels)
+    x = _inputs((4, 3, 5, 5), signed, 4.0, float(step))
+    (q_native, code_native), (q_eager, code_eager) = _both(lambda: coded_levels(x, clip, step, levels, signed))
+    assert code_native.element_size() == 1
+    assert torch.equal(q_native, q_eager)
+    assert torch.equal(code_native.to(torch.float32), code_eager.to(torch.float32))
+
+
+@needs_kernels
+def test_int_weight_kernel_equals_eager():
+    quantizer = IntWeightQuantizer(8)
+    weight = torch.randn(16, 8, 3, 3, generator=torch.Generator().manual_seed(2)).clamp(-0.9, 0.9)
+    # max |w| 1: the scale is 2^-6; ties of the rounding (half-steps) round to even.
+    weight.view(-1)[:5] = torch.tensor([1.0, 0.5, -2.5, 1.5, 126.5]) / 64
+    native, eager = _both(lambda: quantizer(weight))
+    assert torch.equal(native, eager)
+
+
+@needs_kernels
+@pytest.mark.parametrize("power_of_two", [False, True])
+def test_ternary_kernel_equals_eager(power_of_two):
+    """Values to the sign of zero, the weight's gradient bit for bit, the scale's to float rounding;
+    rows longer and shorter than one vector, exact zeros (signed) and a channel of zeros."""
+    generator = torch.Generator().manual_seed(3)
+    quantizer = TernaryWeightQuantizer(12, power_of_two=power_of_two)
+    weight = torch.randn(12, 5, 3, 3, generator=generator)
+    weight[0] = 0.0
+    weight[1, 0, 0, :2] = torch.tensor([0.0, -0.0])
+    upstream = torch.randn(weight.shape, generator=generator)
+    for w in (weight, weight[:, :1]):
+        def run():
+            leaf = w.clone().requires_grad_()
+            y = quantizer(leaf)
+            return y, torch.autograd.grad((y * upstream[:, : w.shape[1]]).sum(), (leaf, quantizer.log_scale))
+
+        (y_native, grads_native), (y_eager, grads_eager) = _both(run)
+        assert torch.equal(y_native, y_eager) and torch.equal(y_native.signbit(), y_eager.signbit())
+        assert torch.equal(grads_native[0], grads_eager[0])
+        torch.testing.assert_close(grads_native[1], grads_eager[1], rtol=1e-5, atol=1e-6)
+
+
+@needs_kernels
+@pytest.mark.parametrize("kinds", [("dense", "dense"), ("dense", "diagonal"), ("dense", "dense", "diagonal")])
+def test_mix_backward_kernel_equals_eager(kinds):
+    generator = torch.Generator().manual_seed(5)
+    channels, shape = 6, (6, 6, 3, 3)
+    # A transposed [K, C] mask, as the thermometric assignment hands it over (not contiguous).
+    mask = torch.softmax(torch.randn(len(kinds), channels, generator=generator), 0).t()
+    tensors = [torch.randn(shape if kind == "dense" else (channels, 3, 3), generator=generator) for kind in kinds]
+    upstream = torch.randn(shape, generator=generator)
+
+    def run():
+        leaves = [mask.clone().requires_grad_()] + [t.clone().requires_grad_() for t in tensors]
+        mixed = mix_weights(leaves[0].t().contiguous().t(), [WeightTerm(k, t) for k, t in zip(kinds, leaves[1:])],
+                            torch.Size(shape))
+        return mixed, torch.autograd.grad((mixed * upstream).sum(), leaves)
+
+    (mixed_native, grads_native), (mixed_eager, grads_eager) = _both(run)
+    assert torch.equal(mixed_native, mixed_eager)
+    torch.testing.assert_close(grads_native[0], grads_eager[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads_native[1:], grads_eager[1:]):
+        assert torch.equal(a, b)
+
+
+@needs_kernels
+@pytest.mark.parametrize("soc_name", ["diana", "darkside"])
+def test_search_step_with_kernels_equals_eager(socs, soc_name):
+    """A whole searchable model: equal loss, and every gradient bit for bit but the clips', the
+    ternary scales' and the assignment's (sums in another order)."""
+    torch.manual_seed(0)
+    base = (resnet8(num_classes=10, in_channels=3, input_size=(16, 16)) if soc_name == "diana" else
+            mobilenetv1_darkside(num_classes=10, in_channels=3, input_size=(16, 16), width=0.25))
+    model = ODiMO(base, socs[soc_name], (3, 16, 16), init="random", seed=3)
+    model.train()
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
+    model(x)  # data-dependent quantizer init, as training does
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y) + 1e-3 * model.cost
+        loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    (loss_native, grads_native), (loss_eager, grads_eager) = _both(run)
+    assert torch.equal(loss_native, loss_eager)
+    assert grads_native.keys() == grads_eager.keys()
+    summed = [name for name in grads_native
+              if name.endswith(("log2_clip", "log_scale")) or ".assignment." in name]
+    assert summed and len(summed) < len(grads_native)
+    for name in grads_native:
+        if name in summed:
+            torch.testing.assert_close(grads_native[name], grads_eager[name], rtol=1e-4, atol=1e-6, msg=name)
+        else:
+            assert torch.equal(grads_native[name], grads_eager[name]), name
+
+
+@needs_kernels
+def test_switch_and_tensor_rules():
+    x = torch.ones(2, 3)
+    native_kernels.set_enabled(False)
+    assert not native_kernels.active() and not native_kernels.applies(x)
+    native_kernels.set_enabled(True)
+    assert native_kernels.applies(x)
+    assert not native_kernels.applies(x.double()) and not native_kernels.applies(x.t())
+
+
+def test_without_a_compiler_the_eager_ops_run(tmp_path):
+    """No compiler (and no compiled library cached): the kernels are off, the quantized layer still
+    runs, and the reason is reported."""
+    script = (
+        "import torch\n"
+        "from odimo_moo import native_kernels\n"
+        "from odimo_moo.alternatives import run_dense_quantized\n"
+        "from odimo_moo.quantizers import ActivationQuantizer\n"
+        "conv = torch.nn.Conv2d(2, 3, 3)\n"
+        "out = run_dense_quantized(conv, torch.rand(1, 2, 5, 5), ActivationQuantizer(7, False), conv.weight, None)\n"
+        "assert out.shape == (1, 3, 3, 3)\n"
+        "assert not native_kernels.active()\n"
+        "print(native_kernels.load_error())\n")
+    environment = dict(os.environ, CC=str(tmp_path / "no-such-compiler"), XDG_CACHE_HOME=str(tmp_path),
+                       ODIMO_NATIVE_KERNELS="1")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "no-such-compiler" in result.stdout
