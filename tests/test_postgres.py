@@ -1,6 +1,8 @@
 """Several ``odimo run`` workers on one PostgreSQL study: they share the trial budget, and the trial of
-a worker killed mid-trial is detected by its heartbeat and retried (in its own work folder) by the
-survivor, so every trial ends up COMPLETE exactly once.
+a worker killed mid-trial is failed (its process is gone; on another host, its heartbeat stops) and
+retried (in its own work folder) by the survivor, so every trial ends up COMPLETE exactly once. Both
+workers hold a trial at once whatever the load (the ``toy-shared`` strategy of
+tests/test_study_workers.py), and no sampled point diverges.
 
 Needs a PostgreSQL server: ``export ODIMO_TEST_POSTGRES_URL="$(.ci/postgres.sh)"`` (CI sets it).
 """
@@ -9,8 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,18 +18,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from test_study_drivers import toy_config
+from test_study_workers import shared_toy_config, start_worker
 
 URL = os.environ.get("ODIMO_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not URL, reason="ODIMO_TEST_POSTGRES_URL is not set; start a throwaway server "
                                                 "with: export ODIMO_TEST_POSTGRES_URL=\"$(.ci/postgres.sh)\"")
 TIMEOUT_S = 300
-
-
-def _worker(config: Path, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "odimo_moo.cli", "run", str(config), "--no-progress", "--no-report"]
-    return subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def _trial_of(pid: int, trials_dir: Path) -> Path | None:
@@ -43,10 +37,10 @@ def _trial_of(pid: int, trials_dir: Path) -> Path | None:
 
 def test_two_workers_share_the_study_and_a_killed_trial_is_retried(tmp_path):
     name = f"pg-{uuid.uuid4().hex[:10]}"
-    config = toy_config(tmp_path, name=name, storage=URL, trials=4, training={"sleep_s": 2.0},
-                        heartbeat={"interval": 1, "grace": 2, "max_retry": 2})
-    survivor = _worker(config, tmp_path / "a.log")
-    victim = _worker(config, tmp_path / "b.log")
+    config = shared_toy_config(tmp_path, 2, name=name, storage=URL, trials=4, training={"sleep_s": 2.0},
+                               heartbeat={"interval": 1, "grace": 2, "max_retry": 2})
+    survivor = start_worker(config, tmp_path / "a.log")
+    victim = start_worker(config, tmp_path / "b.log")
     try:
         deadline = time.time() + TIMEOUT_S
         while (folder := _trial_of(victim.pid, tmp_path / "out" / "trials")) is None:

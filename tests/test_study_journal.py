@@ -2,7 +2,9 @@
 file (every trial of the budget accounted for exactly once), and a worker killed mid-trial whose
 trial is failed and resumed by the next worker on the same host (a journal has no heartbeat).
 
-Trials use the instant ``toy`` strategy of tests/test_study_drivers.py.
+Trials use the instant ``toy`` strategy of tests/test_study_drivers.py (``toy-shared`` of
+tests/test_study_workers.py where workers must share the study), on a search space where it does not
+diverge.
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ from optuna.trial import TrialState
 from odimo_moo.study.config import validate
 from odimo_moo.study.ledger import FAILURE, SURPLUS, work_number
 from odimo_moo.study.storage import open_storage
-from odimo_moo.study.workers import WORKER_ATTR, fail_dead_local_trials, is_dead, this_worker
+from odimo_moo.study.workers import (WORKER_ATTR, RetryWithoutWorker, fail_trials_of_dead_workers, is_dead,
+                                     this_worker)
 from test_study_config import BASE, _problems
 from test_study_drivers import odimo, run_study_workers, toy_config
+from test_study_workers import NO_DIVERGENCE, shared_toy_config, worker_env
 
 WORKERS = 3
 TRIALS = 6
 TIMEOUT_S = 240
+GRACE_S = 60
 
 
 @pytest.mark.parametrize("given, expected", [
@@ -60,7 +65,7 @@ def test_bad_storages_name_the_forms(given, message):
 
 def test_a_journal_study_runs_resumes_and_reports(tmp_path, capsys):
     journal = tmp_path / "shared" / "toy.log"
-    config = toy_config(tmp_path, storage=str(journal), trials=2)
+    config = toy_config(tmp_path, storage=str(journal), trials=2, search_space=NO_DIVERGENCE)
     assert odimo("run", str(config), "--no-report") == 0
     assert journal.is_file()
     assert odimo("run", str(config), "--set", "trials=3", "--no-report") == 0
@@ -75,11 +80,12 @@ def test_a_journal_study_runs_resumes_and_reports(tmp_path, capsys):
     assert "no study database at" in capsys.readouterr().err
 
 
-def test_three_workers_on_one_journal_account_for_every_trial_exactly_once(tmp_path):
+def test_three_workers_on_one_journal_account_for_every_trial_exactly_once(tmp_path, monkeypatch):
     journal = tmp_path / "study.journal"
-    config = toy_config(tmp_path, storage=f"journal://{journal}", trials=TRIALS, training={"sleep_s": 0.3},
-                        search_space={"lambda": [1.0e-6, 1.0e-4]}, sampler={"name": "random"},
-                        heartbeat={"interval": 1, "grace": 30, "max_retry": 1}, artifacts=False)
+    config = shared_toy_config(tmp_path, WORKERS, storage=f"journal://{journal}", trials=TRIALS,
+                               training={"sleep_s": 0.3}, sampler={"name": "random"},
+                               heartbeat={"interval": 1, "grace": 30, "max_retry": 1}, artifacts=False)
+    monkeypatch.setenv("PYTHONPATH", worker_env()["PYTHONPATH"])
     log, pids_started = run_study_workers(tmp_path, config, WORKERS, TIMEOUT_S)
     trials = optuna.load_study(study_name="toy", storage=open_storage(f"journal://{journal}")).trials
     states = Counter(t.state for t in trials)
@@ -97,7 +103,12 @@ def test_three_workers_on_one_journal_account_for_every_trial_exactly_once(tmp_p
     ends = Counter(json.loads(line)["trial"] for line in log.read_text().splitlines())
     assert ends == Counter({t.number: 1 for t in complete})
     pids = Counter(t.user_attrs[WORKER_ATTR]["pid"] for t in complete)
-    assert set(pids) <= set(pids_started) and len(pids) >= 2, f"the workers did not share the study: {pids}"
+    assert set(pids) == set(pids_started), f"the workers did not share the study: {pids}"
+
+
+def _journal_study(tmp_path: Path) -> optuna.Study:
+    storage = open_storage(f"journal://{tmp_path / 's.log'}")
+    return optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"])
 
 
 def _dead_pid() -> int:
@@ -107,25 +118,51 @@ def _dead_pid() -> int:
 
 
 def test_trials_of_dead_local_workers_are_failed_and_queued(tmp_path):
-    storage = open_storage(f"journal://{tmp_path / 's.log'}")
-    study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"])
+    study = _journal_study(tmp_path)
     alive, dead, elsewhere = study.ask(), study.ask(), study.ask()
     alive.set_user_attr(WORKER_ATTR, this_worker())
     dead.set_user_attr(WORKER_ATTR, {**this_worker(), "pid": _dead_pid()})
     elsewhere.set_user_attr(WORKER_ATTR, {"host": f"not-{socket.gethostname()}", "pid": 1, "started": None})
     retried = []
-    assert fail_dead_local_trials(study, lambda s, t: retried.append(t.number)) == [dead.number]
+    assert fail_trials_of_dead_workers(study, lambda s, t: retried.append(t.number), GRACE_S) == [dead.number]
     assert retried == [dead.number]
     states = {t.number: t.state for t in study.trials}
     assert states == {alive.number: TrialState.RUNNING, dead.number: TrialState.FAIL,
                       elsewhere.number: TrialState.RUNNING}
-    assert fail_dead_local_trials(study, lambda s, t: retried.append(t.number)) == []  # once only
+    assert fail_trials_of_dead_workers(study, lambda s, t: retried.append(t.number), GRACE_S) == []  # once only
     assert is_dead({**this_worker(), "started": "0"})  # our pid, but another process's start time
+
+
+def test_a_retry_that_a_live_worker_takes_is_not_failed_as_the_dead_workers_trial(tmp_path):
+    study = _journal_study(tmp_path)
+    dead = study.ask()
+    dead.set_user_attr("driver", "optuna")
+    dead.set_user_attr(WORKER_ATTR, {**this_worker(), "pid": _dead_pid()})
+    retry = RetryWithoutWorker(max_retry=2)
+    assert fail_trials_of_dead_workers(study, retry, GRACE_S) == [dead.number]
+    taken = study.ask()  # a live worker takes the queued copy, and has not yet recorded itself in it
+    assert fail_trials_of_dead_workers(study, retry, GRACE_S) == []
+    frozen = study.trials[taken.number]
+    assert frozen.state == TrialState.RUNNING and frozen.system_attrs["failed_trial"] == dead.number
+    assert frozen.user_attrs == {"driver": "optuna"}
+
+
+def test_a_trial_whose_worker_never_recorded_itself_is_retried_after_the_grace(tmp_path):
+    study = _journal_study(tmp_path)
+    alive, orphan = study.ask(), study.ask()  # orphan: its worker died between asking and starting it
+    alive.set_user_attr(WORKER_ATTR, this_worker())
+    retried = []
+    assert fail_trials_of_dead_workers(study, lambda s, t: retried.append(t.number), GRACE_S) == []
+    assert fail_trials_of_dead_workers(study, lambda s, t: retried.append(t.number), 0) == [orphan.number]
+    assert retried == [orphan.number]
+    assert {t.number: t.state for t in study.trials} == {alive.number: TrialState.RUNNING,
+                                                         orphan.number: TrialState.FAIL}
 
 
 def test_a_worker_killed_mid_trial_is_resumed_by_the_next_run(tmp_path):
     journal = tmp_path / "study.log"
-    config = toy_config(tmp_path, storage=str(journal), trials=3, training={"stall_at": 0.0}, artifacts=False)
+    config = toy_config(tmp_path, storage=str(journal), trials=3, training={"stall_at": 0.0},
+                        search_space=NO_DIVERGENCE, artifacts=False)
     victim = subprocess.Popen([sys.executable, "-m", "odimo_moo.cli", "run", str(config), "--no-progress",
                                "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from ..errors import RunFailure, UsageError
 from .schema import Heartbeat, StudyConfig
 from .ownership import differences
 from .storage_url import journal_path, local_file, sqlite_path
-from .workers import fail_dead_local_trials
+from .workers import RetryWithoutWorker, fail_trials_of_dead_workers
 
 CONFIG_ATTR = "config"
 IDENTITY_ATTR = "identity"
@@ -37,8 +37,9 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def retry_callback(heartbeat: Heartbeat) -> RetryHeartbeatStaleTrialCallback:
-    return RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)
+def retry_callback(heartbeat: Heartbeat) -> RetryWithoutWorker:
+    """What queues a failed trial again (at most ``heartbeat.max_retry`` times)."""
+    return RetryWithoutWorker(max_retry=heartbeat.max_retry)
 
 
 def _with_installed_driver(url: str) -> str:
@@ -106,9 +107,10 @@ def _open_journal(url: str) -> JournalStorage:
 def fail_stale(study: optuna.Study, config: StudyConfig) -> None:
     """Fail (and queue again) the trials of dead workers: by heartbeat on RDB storages, and on any
     storage the trials of workers on this host whose process is gone (a journal file has no
-    heartbeat; a worker whose storage failed may have left its trial without one)."""
+    heartbeat; a worker whose storage failed may have left its trial without one) and those that
+    name no worker after the heartbeat grace."""
     optuna.storages.fail_stale_trials(study)
-    fail_dead_local_trials(study, retry_callback(config.heartbeat))
+    fail_trials_of_dead_workers(study, retry_callback(config.heartbeat), config.heartbeat.grace)
 
 
 def _schema_race(exc: Exception) -> bool:
