@@ -22,7 +22,7 @@ from .graph_patterns import batchnorms_after
 from .data_formats import DataFormat
 from .quantizers import PowerOfTwoActivationQuantizer, freeze
 from .split_layer import ExportedBranch, ExportedSplit, SplitLayer
-from .weight_quantizers import integer_weight, scale_weight_channels
+from .weight_quantizers import TernaryWeightQuantizer, integer_weight, scale_weight_channels
 
 
 class FixedQuantizedLayer(nn.Module):
@@ -158,20 +158,75 @@ def _weighted_layer(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def _fold_into(module: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> None:
-    """``y -> y * scale + shift`` per output channel, moved into ``module``'s weight and bias."""
+def _quantized_weight(module: nn.Module) -> torch.Tensor:
+    """The weight ``module`` computes with: per output channel its unit's quantized weight under the
+    current hard mapping (searched layer), its unit's quantized weight (fixed layer), or its weight."""
+    if isinstance(module, FixedQuantizedLayer):
+        return module.weight_quantizer(module.layer.weight)
+    if not isinstance(module, SplitLayer):
+        return module.weight
+    weight, units = module.layer.weight, module.units_of_channels()
+    effective = torch.zeros_like(weight)
+    for k, alternative in enumerate(module.alternatives):
+        chosen = units == k
+        if bool(chosen.any()):
+            effective[chosen] = alternative.dense_weight(weight)[chosen]
+    return effective
+
+
+def _channel_gain(intended: torch.Tensor, realized: torch.Tensor) -> torch.Tensor:
+    """Per output channel, the factor ``g`` that makes ``g * intended`` closest to ``realized`` (least
+    squares; 1 for a channel of zeros)."""
+    intended, realized = intended.flatten(1), realized.flatten(1)
+    energy = intended.square().sum(1)
+    return torch.where(energy > 0, (intended * realized).sum(1) / energy.clamp_min(torch.finfo(energy.dtype).tiny),
+                       torch.ones_like(energy))
+
+
+@torch.no_grad()
+def _settle_power_of_two_scales(module: nn.Module) -> None:
+    """Make every power-of-two ternary quantizer's learned scale the one in use (no change to what
+    ``module`` computes), so that folding multiplies the scale in use: the folded channel's scale is
+    then the power of two nearest to what the network computed (off by at most a factor sqrt(2)),
+    not the one nearest to the learned scale times the BatchNorm scale (off by up to 2)."""
+    for quantizer in module.modules():
+        if isinstance(quantizer, TernaryWeightQuantizer) and quantizer.power_of_two and bool(quantizer.initialized):
+            quantizer.log_scale.copy_(quantizer.channel_scale().log())
+
+
+@torch.no_grad()
+def _fold_into(module: nn.Module, norm: nn.modules.batchnorm._BatchNorm) -> None:
+    """Move ``norm`` (eval mode: ``y -> (y - mean) * scale + beta`` per channel) into ``module``'s
+    weight and bias.
+
+    A unit's format may not represent the folded weight exactly (a ternary channel's scale is
+    rounded to a power of two): the folded channel then computes ``gain * scale * (y - mean) + beta``,
+    its gain measured on the quantized weights (:func:`_channel_gain`). The bias keeps ``beta``
+    where BatchNorm put its output's mean, rather than adding ``(gain - 1) * scale * mean`` to it.
+    """
     layer = _weighted_layer(module)
     weight = layer.weight
-    weight.mul_(scale.view((-1,) + (1,) * (weight.dim() - 1)).to(weight.dtype))
-    if layer.bias is None:
-        layer.bias = nn.Parameter(shift.to(weight.dtype).clone())
-    else:
-        layer.bias.mul_(scale.to(weight.dtype)).add_(shift.to(weight.dtype))
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    per_channel = scale.view((-1,) + (1,) * (weight.dim() - 1)).to(weight.dtype)
+    _settle_power_of_two_scales(module)
+    intended = _quantized_weight(module) * per_channel
+    weight.mul_(per_channel)
     if isinstance(module, SplitLayer):
         for alternative in module.alternatives:
             alternative.scale_output_channels(scale)
     elif isinstance(module, FixedQuantizedLayer):
         module.scale_output_channels(scale)
+    gain = _channel_gain(intended, _quantized_weight(module)).to(scale.dtype)
+    centred = -norm.running_mean if layer.bias is None else layer.bias.to(scale.dtype) - norm.running_mean
+    shift = centred * scale * gain
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    if layer.bias is None:
+        layer.bias = nn.Parameter(shift.to(weight.dtype).clone())
+    else:
+        layer.bias.copy_(shift.to(weight.dtype))
 
 
 @torch.no_grad()
@@ -179,19 +234,15 @@ def fold_batchnorm(graph_module: fx.GraphModule, layers: Mapping[str, nn.Module]
     """Fold every BatchNorm that reads only the output of one of ``layers`` (name -> module of
     ``graph_module``) into that layer, with its running statistics, and remove it from the graph.
 
-    The network computes the same function in eval mode (up to float rounding); BatchNorm no longer
-    normalizes by batch statistics in training. Returns the folded BatchNorms' names.
+    The network computes the same function in eval mode (up to float rounding) wherever the units'
+    formats hold the folded weights; where one rounds them (a ternary channel's power-of-two scale)
+    the folded channel keeps BatchNorm's output mean and its gain moves by the rounding (see
+    :func:`_fold_into`). BatchNorm no longer normalizes by batch statistics in training. Returns the
+    folded BatchNorms' names.
     """
     folded = []
     for name, node in list(batchnorms_after(graph_module, set(layers))):
-        norm = graph_module.get_submodule(str(node.target))
-        scale = torch.rsqrt(norm.running_var + norm.eps)
-        if norm.weight is not None:
-            scale = scale * norm.weight
-        shift = -norm.running_mean * scale
-        if norm.bias is not None:
-            shift = shift + norm.bias
-        _fold_into(layers[name], scale, shift)
+        _fold_into(layers[name], graph_module.get_submodule(str(node.target)))
         node.replace_all_uses_with(node.args[0])
         graph_module.graph.erase_node(node)
         graph_module.delete_submodule(str(node.target))

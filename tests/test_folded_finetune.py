@@ -1,4 +1,5 @@
-"""The fine-tune of a network whose BatchNorm is folded (training as deployed) runs at a lower rate."""
+"""The fine-tune of a network whose BatchNorm is folded (training as deployed) runs at a lower rate and
+resumes only a fine-tune folded the same way."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from odimo_moo import phases
+from odimo_moo.errors import UsageError
 from odimo_moo.phases import FOLDED_LR_FACTOR
 from odimo_moo.registry import pick
 from odimo_moo.workbench import Setup, Workbench
@@ -27,3 +30,13 @@ def _finetune_lr(tmp_path: Path, **extra) -> float:
 @pytest.mark.parametrize("deploy_format, factor", [(True, FOLDED_LR_FACTOR), (False, 1.0)])
 def test_folded_finetune_runs_at_a_fraction_of_the_learning_rate(tmp_path, deploy_format, factor):
     assert _finetune_lr(tmp_path, deploy_format=deploy_format) == pytest.approx(0.002 * factor)
+
+
+def test_a_folded_finetune_resumes_only_a_finetune_folded_the_same_way(tmp_path, monkeypatch):
+    """The fold's version is part of the folded fine-tune's fingerprint: a run folded another way is
+    not continued (its checkpoint is refused), one folded the same way is."""
+    _finetune_lr(tmp_path)
+    assert _finetune_lr(tmp_path) == pytest.approx(0.002 * FOLDED_LR_FACTOR)
+    monkeypatch.setattr(phases, "FOLD_VERSION", phases.FOLD_VERSION + 1)
+    with pytest.raises(UsageError, match="finetune.pt is a checkpoint of a run with other settings"):
+        _finetune_lr(tmp_path)
