@@ -9,7 +9,10 @@ batch 64, DIANA's unsigned 7-bit power-of-two grid):
   input's gradient over the convolution's input gradient, and the clip's);
 * ``compiled``: the same formulas as two ``torch.compile`` functions (inductor's C++ backend): one
   pass forward (quantized input and code), one backward (the code to float for the convolution's
-  backward, the input's gradient and the clip gradient's sum).
+  backward, the input's gradient and the clip gradient's sum);
+* ``native``: what the layer runs by default on CPU, :mod:`odimo_moo.native_kernels` (C compiled once
+  with the system compiler): one pass forward, and backward the code to float (torch) then one pass
+  for the input's gradient and the clip gradient's sum.
 
 Reports CPU milliseconds per call (median of interleaved rounds), the first-call compile seconds
 (inductor's cache in a fresh temporary folder: what a new machine pays; a warm cache pays the
@@ -30,6 +33,7 @@ from typing import Any, Callable
 import torch
 
 import _common as common
+from odimo_moo import native_kernels
 from odimo_moo.quantizers import activation_gradients, activation_levels, level_code_dtype, power_of_two_grid
 
 LEVELS = 127  # 7-bit unsigned (DIANA's analog unit)
@@ -48,6 +52,18 @@ def eager_backward(grad: torch.Tensor, x: torch.Tensor, code: torch.Tensor, clip
     grad_x, grad_clip = activation_gradients(grad, x, integers, step, clip, False, True, True,
                                              grad_is_scratch=True)
     return integers, grad_x, grad_clip
+
+
+def native_forward(x: torch.Tensor, high: float, step: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return native_kernels.quantize_activation(x, step, 0.0, LEVELS, torch.int8)
+
+
+def native_backward(grad: torch.Tensor, x: torch.Tensor, code: torch.Tensor, high: float,
+                    step: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """As :func:`eager_backward`, ``grad`` overwritten with the input's gradient."""
+    integers = code.to(grad.dtype)
+    total = native_kernels.activation_backward(grad, x, code, step, 0.0, high)
+    return integers, grad, -math.log(2.0) * total
 
 
 def fused_forward(x: torch.Tensor, high: float, step: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,11 +97,11 @@ def compiled_pair(x: torch.Tensor, grad: torch.Tensor, high: float, step: float)
 
 def identical(compiled: dict[str, Any], x: torch.Tensor, grad: torch.Tensor, y: torch.Tensor, code: torch.Tensor,
               high: float, step: float, high_t: torch.Tensor, step_t: torch.Tensor) -> dict[str, Any]:
-    """Whether the compiled pair reproduces the eager one: outputs and input gradient bit for bit, the
-    clip gradient (a sum: its order differs) as a relative difference."""
+    """Whether the compiled (or native) pair reproduces the eager one: outputs and input gradient bit
+    for bit, the clip gradient (a sum: its order differs) as a relative difference."""
     fy, fcode = compiled["forward"](x, high, step)
     _, eager_grad_x, eager_clip = eager_backward(grad.clone(), x, code, high_t, step_t)
-    _, fused_grad_x, fused_clip = compiled["backward"](grad, x, code, high, step)
+    _, fused_grad_x, fused_clip = compiled["backward"](grad.clone(), x, code, high, step)
     return {"output": bool(torch.equal(fy, y)), "code": bool(torch.equal(fcode, code)),
             "grad_x": bool(torch.equal(fused_grad_x, eager_grad_x)),
             "clip_grad_relative_difference": abs(float(fused_clip) - float(eager_clip)) / abs(float(eager_clip))}
@@ -121,6 +137,12 @@ def main() -> None:
             functions["compiled_backward"] = lambda: compiled["backward"](grad, x, code, high, step)
             result["compile_s_cold_cache"] = compiled["compile_s"]
             result["identical"] = identical(compiled, x, grad, y, code, high, step, high_t, step_t)
+        if native_kernels.library() is not None:
+            native_scratch = grad.clone()
+            functions["native_forward"] = lambda: native_forward(x, high, step)
+            functions["native_backward"] = lambda: native_backward(native_scratch, x, code, high, step)
+            native = {"forward": native_forward, "backward": native_backward}
+            result["native_identical"] = identical(native, x, grad, y, code, high, step, high_t, step_t)
         result["cpu_ms"] = median_cpu_ms(functions, args.rounds)
     print(f"per call, CPU ms: {result['cpu_ms']}; compile {result.get('compile_s_cold_cache', 'n/a')} s")
     common.write_result("quantizer_kernels", result, args.output)

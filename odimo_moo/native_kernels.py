@@ -17,8 +17,9 @@ float rounding):
 The C source is compiled once per machine with the system's C compiler (``cc``, or ``$CC``) into
 a per-user cache folder, in under a second, and loaded with :mod:`ctypes` (no torch headers, no
 Python extension build). Where no compiler works, :func:`active` is false and every caller runs its
-eager ops. The kernels are used automatically for contiguous float32 CPU tensors (:func:`applies`);
-``ODIMO_NATIVE_KERNELS=0`` in the environment, or :func:`set_enabled`, turns them off.
+eager ops. The kernels are used automatically for contiguous float32 CPU tensors when torch runs on
+one thread (:func:`applies`); ``ODIMO_NATIVE_KERNELS=0`` in the environment, or :func:`set_enabled`,
+turns them off.
 """
 
 from __future__ import annotations
@@ -151,8 +152,11 @@ def active() -> bool:
 
 
 def applies(*tensors: torch.Tensor) -> bool:
-    """Whether the kernels can take these tensors: contiguous float32 on the CPU, kernels active."""
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors) and active()
+    """Whether the kernels take these tensors: contiguous float32 on the CPU, kernels active, and torch
+    on one CPU thread (the training commands' default; the kernels are single-threaded, and with more
+    threads torch's own elementwise ops run in parallel)."""
+    return (all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
+            and torch.get_num_threads() == 1 and active())
 
 
 def activation_code_dtype(levels: int, signed: bool) -> torch.dtype | None:

@@ -186,6 +186,11 @@ def test_switch_and_tensor_rules():
     native_kernels.set_enabled(True)
     assert native_kernels.applies(x)
     assert not native_kernels.applies(x.double()) and not native_kernels.applies(x.t())
+    torch.set_num_threads(2)
+    try:
+        assert not native_kernels.applies(x)
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_without_a_compiler_the_eager_ops_run(tmp_path):
