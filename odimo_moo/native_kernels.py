@@ -132,6 +132,14 @@ def library() -> ctypes.CDLL | None:
     return _state["library"]  # type: ignore[return-value]
 
 
+def _kernels() -> ctypes.CDLL:
+    """The loaded library; callers check :func:`applies` first."""
+    loaded = library()
+    if loaded is None:
+        raise RuntimeError(f"compiled kernels unavailable: {load_error()}")
+    return loaded
+
+
 def load_error() -> str | None:
     """Why the kernels are unavailable (None when they loaded or were not tried yet)."""
     return _state["error"]  # type: ignore[return-value]
@@ -181,7 +189,7 @@ def quantize_activation(x: torch.Tensor, step: float, low: float, high: float,
     """``(round(clamp(x / step, low, high)) * step, the rounded levels as code_dtype)`` in one pass."""
     out = torch.empty_like(x)
     code = torch.empty(x.shape, dtype=code_dtype)
-    kernel = getattr(library(), f"quantize_{_CODE_SUFFIX[code_dtype]}")
+    kernel = getattr(_kernels(), f"quantize_{_CODE_SUFFIX[code_dtype]}")
     kernel(_pointer(x), _pointer(out), _pointer(code), x.numel(), step, low, high)
     return out, code
 
@@ -191,14 +199,14 @@ def activation_backward(grad: torch.Tensor, x: torch.Tensor, code: torch.Tensor,
     """Overwrite ``grad`` with ``grad * [low < x < high]`` (the input's gradient) and return
     ``sum(grad * (x * [low < x < high] - code * step))`` (the clip descent direction's dot product,
     :func:`odimo_moo.quantizers.clip_descent_direction`), both in one pass. ``low``/``high``: the clip range."""
-    kernel = getattr(library(), f"backward_{_CODE_SUFFIX[code.dtype]}")
+    kernel = getattr(_kernels(), f"backward_{_CODE_SUFFIX[code.dtype]}")
     return kernel(_pointer(grad), _pointer(x), _pointer(code), x.numel(), step, low, high)
 
 
 def quantize_int_weight(weight: torch.Tensor, scale: float, low: int, high: int) -> torch.Tensor:
     """``clamp(round(weight / scale), low, high) * scale`` in one pass."""
     out = torch.empty_like(weight)
-    library().quantize_int_weight(_pointer(weight), _pointer(out), weight.numel(), scale, low, high)  # type: ignore[union-attr]
+    _kernels().quantize_int_weight(_pointer(weight), _pointer(out), weight.numel(), scale, low, high)
     return out
 
 
@@ -211,8 +219,8 @@ def quantize_ternary(weight: torch.Tensor, delta: torch.Tensor,
     out = torch.empty_like(weight)
     hard = torch.empty(weight.shape, dtype=torch.int8)
     largest = torch.empty(channels, 1)
-    library().quantize_ternary(_pointer(weight), _pointer(delta), _pointer(scale), _pointer(out),  # type: ignore[union-attr]
-                               _pointer(hard), _pointer(largest), channels, size)
+    _kernels().quantize_ternary(_pointer(weight), _pointer(delta), _pointer(scale), _pointer(out),
+                                _pointer(hard), _pointer(largest), channels, size)
     return out, hard, largest
 
 
@@ -223,7 +231,7 @@ def ternary_backward(grad: torch.Tensor, hard: torch.Tensor, scale: torch.Tensor
     channels, size = grad.shape
     grad_weight = torch.empty_like(grad) if need_weight else None
     grad_scale = torch.empty(channels) if need_scale else None
-    library().ternary_backward(  # type: ignore[union-attr]
+    _kernels().ternary_backward(
         _pointer(grad), _pointer(hard), _pointer(scale), _pointer(largest),
         None if grad_weight is None else _pointer(grad_weight), None if grad_scale is None else _pointer(grad_scale),
         channels, size)
@@ -240,8 +248,8 @@ def mix_dense_forward(term: torch.Tensor, mask: torch.Tensor, column: int, mixed
     into a new tensor when ``mixed`` is None). ``term``/``mixed``: contiguous float32 in the layer's
     weight shape; ``mask``: ``[C, K]`` float32, any strides."""
     out = torch.empty_like(term) if mixed is None else mixed
-    library().mix_dense_forward(_pointer(term), _column(mask, column), mask.stride(0), _pointer(out),  # type: ignore[union-attr]
-                                int(mixed is not None), term.shape[0], term.numel() // term.shape[0])
+    _kernels().mix_dense_forward(_pointer(term), _column(mask, column), mask.stride(0), _pointer(out),
+                                 int(mixed is not None), term.shape[0], term.numel() // term.shape[0])
     return out
 
 
@@ -253,7 +261,7 @@ def mix_dense_backward(grad: torch.Tensor, term: torch.Tensor, mask: torch.Tenso
     float32 in the layer's weight shape; ``mask``/``grad_mask``: ``[C, K]`` float32, any strides."""
     channels = term.shape[0]
     grad_term = torch.empty_like(term) if need_term else None
-    library().mix_dense_backward(  # type: ignore[union-attr]
+    _kernels().mix_dense_backward(
         _pointer(grad), _pointer(term), _column(mask, column), mask.stride(0),
         None if grad_term is None else _pointer(grad_term), None if grad_mask is None else _column(grad_mask, column),
         0 if grad_mask is None else grad_mask.stride(0), channels, term.numel() // channels)
