@@ -133,6 +133,7 @@ def test_trials_of_dead_local_workers_are_failed_and_queued(tmp_path):
     assert is_dead({**this_worker(), "started": "0"})  # our pid, but another process's start time
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # optuna marks the retry callback
 def test_a_retry_that_a_live_worker_takes_is_not_failed_as_the_dead_workers_trial(tmp_path):
     study = _journal_study(tmp_path)
     dead = study.ask()
