@@ -11,9 +11,10 @@ layers in network order, tries each layer entirely on each of its units, the oth
 stand. A move is kept only if it lowers the search's own objective, task loss +
 ``lambda * ln(cost / reference)`` (:attr:`odimo_moo.searchable.ODiMO.cost`), the loss measured on
 fixed training batches with BatchNorm re-estimated under the candidate mapping (as one-shot scoring
-does, :mod:`odimo_moo.oneshot`). Only a candidate that lowers the cost can lower the objective
-through the cost term, so only those are scored; every layer's cost depends on its own split alone,
-so a second pass would only re-score candidates whose loss moved with other layers' moves.
+does, :mod:`odimo_moo.oneshot`). Only candidates that lower the cost are scored: the polish makes the
+cost moves the gradient cannot see, and a costlier mapping could only win on a loss measured with
+weights never trained under it. Every layer's cost depends on its own split alone, so a second pass
+would only re-score candidates whose loss moved with other layers' moves.
 """
 
 from __future__ import annotations
@@ -95,10 +96,13 @@ class PolishReport:
 
 def fixed_batches(dataset: Dataset, count: int, batch_size: int, seed: int) -> list[Batch]:
     """``count`` batches of ``batch_size`` labelled examples (fewer if ``dataset`` is smaller), drawn
-    in an order fixed by ``seed``: the same examples for every candidate mapping."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
-    return [(inputs, targets) for inputs, targets in itertools.islice(loader, count)]
+    once, for every candidate mapping, in an order fixed by ``seed``; a training split's random
+    augmentation draws from ``seed`` too, and the global random streams are left as they were."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(seed))
+        return [(inputs, targets) for inputs, targets in itertools.islice(loader, count)]
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from torch import nn
 
 from odimo_moo.batchnorm import preserved_batchnorm, recalibrate_batchnorm
 from odimo_moo.cli import main
-from odimo_moo.mapping_polish import network_cost, polish_mapping, task_loss
+from odimo_moo.mapping_polish import fixed_batches, network_cost, polish_mapping, task_loss
 from odimo_moo.registry import PluginRegistry
 from odimo_moo.searchable import ODiMO
 
@@ -80,6 +80,28 @@ def test_no_loss_is_measured_when_no_move_lowers_the_cost(socs):
     assert units_of(model) == ["digital"] * 16 and report.moves == []
     assert [(c.unit, c.score) for c in report.candidates] == [("analog", None)]
     assert report.loss_evaluations == 0 and report.start is None and report.end is None
+
+
+class Augmented(torch.utils.data.Dataset):
+    """Examples whose input is drawn from the global random stream at every read, like random crops."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.rand(2) + index, index
+
+
+def test_the_scoring_batches_are_the_same_for_a_seed_and_leave_the_global_random_stream_alone():
+    torch.manual_seed(5)
+    untouched = torch.rand(3)
+    torch.manual_seed(5)
+    first = fixed_batches(Augmented(), 2, 4, seed=3)
+    assert torch.equal(torch.rand(3), untouched)
+    again = fixed_batches(Augmented(), 2, 4, seed=3)
+    assert [t.shape[0] for _, t in first] == [4, 4]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    assert not torch.equal(fixed_batches(Augmented(), 2, 4, seed=4)[0][0], first[0][0])
 
 
 def log_softmax_under(model: ODiMO, unit: str, inputs: torch.Tensor) -> torch.Tensor:
