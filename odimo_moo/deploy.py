@@ -22,7 +22,7 @@ from .graph_patterns import batchnorms_after
 from .data_formats import DataFormat
 from .quantizers import PowerOfTwoActivationQuantizer, freeze
 from .split_layer import ExportedBranch, ExportedSplit, SplitLayer
-from .weight_quantizers import TernaryWeightQuantizer, integer_weight, scale_weight_channels
+from .weight_quantizers import integer_weight, scale_weight_channels
 
 
 class FixedQuantizedLayer(nn.Module):
@@ -184,17 +184,6 @@ def _channel_gain(intended: torch.Tensor, realized: torch.Tensor) -> torch.Tenso
 
 
 @torch.no_grad()
-def _settle_power_of_two_scales(module: nn.Module) -> None:
-    """Make every power-of-two ternary quantizer's learned scale the one in use (no change to what
-    ``module`` computes), so that folding multiplies the scale in use: the folded channel's scale is
-    then the power of two nearest to what the network computed (off by at most a factor sqrt(2)),
-    not the one nearest to the learned scale times the BatchNorm scale (off by up to 2)."""
-    for quantizer in module.modules():
-        if isinstance(quantizer, TernaryWeightQuantizer) and quantizer.power_of_two and bool(quantizer.initialized):
-            quantizer.log_scale.copy_(quantizer.channel_scale().log())
-
-
-@torch.no_grad()
 def _fold_into(module: nn.Module, norm: nn.modules.batchnorm._BatchNorm) -> None:
     """Move ``norm`` (eval mode: ``y -> (y - mean) * scale + beta`` per channel) into ``module``'s
     weight and bias.
@@ -210,7 +199,6 @@ def _fold_into(module: nn.Module, norm: nn.modules.batchnorm._BatchNorm) -> None
     if norm.weight is not None:
         scale = scale * norm.weight
     per_channel = scale.view((-1,) + (1,) * (weight.dim() - 1)).to(weight.dtype)
-    _settle_power_of_two_scales(module)
     intended = _quantized_weight(module) * per_channel
     weight.mul_(per_channel)
     if isinstance(module, SplitLayer):

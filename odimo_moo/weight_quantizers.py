@@ -248,6 +248,11 @@ def integer_weight(quantizer: nn.Module, weight: torch.Tensor) -> IntegerWeight 
 def scale_weight_channels(quantizer: nn.Module, scale: torch.Tensor) -> None:
     """Adapt a weight quantizer to its weight's output channels being multiplied by ``scale`` ``[C]``
     (BatchNorm folded into the layer): a learned per-channel scale (ternary) follows ``|scale|``;
-    quantizers whose scale comes from the weight itself need nothing."""
+    quantizers whose scale comes from the weight itself need nothing. A power-of-two scale is
+    multiplied from the scale in use, so the new one is the power of two nearest to what the layer
+    computed (off by at most a factor sqrt(2)), not the one nearest to the learned scale times
+    ``|scale|`` (off by up to 2)."""
     if isinstance(quantizer, TernaryWeightQuantizer) and bool(quantizer.initialized):
+        if quantizer.power_of_two:
+            quantizer.log_scale.copy_(quantizer.channel_scale().log())
         quantizer.log_scale.add_(scale.abs().clamp_min(1e-12).log().to(quantizer.log_scale.dtype))
