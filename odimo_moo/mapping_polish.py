@@ -136,9 +136,6 @@ class _Polisher:
     report: PolishReport
     current: Score | None = None
 
-    def network_cost(self) -> float:
-        return network_cost(self.model)
-
     def score(self, cost: float) -> Score:
         """The current mapping's score at network cost ``cost`` (one loss evaluation)."""
         self.report.loss_evaluations += 1
@@ -151,13 +148,13 @@ class _Polisher:
         names = [self.model.soc.units[u].name for u in layer.unit_indices.tolist()]
         kept = layer.fixed_units.clone()
         before = {unit: int((kept == k).sum()) for k, unit in enumerate(names)}
-        cost = self.network_cost()
+        cost = network_cost(self.model)
         tried: list[tuple[int, float, Score | None]] = []
         for local in range(layer.num_units):
             if bool((kept == local).all()):
                 continue
             layer.fix(torch.full_like(kept, local))
-            candidate_cost = self.network_cost()
+            candidate_cost = network_cost(self.model)
             # only a cheaper candidate is scored (never one of infinite or NaN cost)
             tried.append((local, candidate_cost, self.score(candidate_cost) if candidate_cost < cost else None))
             layer.fix(kept)
@@ -203,5 +200,5 @@ def polish_mapping(model: ODiMO, batches: Sequence[Batch], lambda_: float,
     finally:
         model.train(was_training)
     report.end = polisher.current
-    report.end_cost = polisher.network_cost()
+    report.end_cost = network_cost(model)
     return report
