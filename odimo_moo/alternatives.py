@@ -21,7 +21,7 @@ from torch.autograd.function import once_differentiable
 from . import native_kernels
 from .quantizers import (ActivationQuantizer, PowerOfTwoActivationQuantizer, clip_descent_direction, clip_gradient,
                          coded_activation_gradients, coded_levels)
-from .weight_quantizers import IntegerWeight, integer_weight, scale_weight_channels
+from .weight_quantizers import IntegerWeight, integer_weight, same_quantization, scale_weight_channels
 
 #: Activation quantizers whose fake quantization the fused layer reproduces (through their ``grid``).
 _FUSABLE_QUANTIZERS = (ActivationQuantizer, PowerOfTwoActivationQuantizer)
@@ -56,6 +56,11 @@ class Alternative(nn.Module, ABC):
         Alternatives whose dense weight is mostly zeros override it with a compact form.
         """
         return WeightTerm("dense", self.dense_weight(shared_weight))
+
+    def shares_term_with(self, other: "Alternative") -> bool:
+        """Whether ``other``'s :meth:`weight_term` always equals this one's (default: never), so that a
+        split layer computes it once for both units."""
+        return False
 
     @abstractmethod
     def export(self, source: nn.Module, shared_weight: torch.Tensor, bias: torch.Tensor | None,
@@ -163,6 +168,10 @@ def _conv_like(source: nn.Module, weight: torch.Tensor, bias: torch.Tensor | Non
 class SameOpAlternative(Alternative):
     def dense_weight(self, shared_weight: torch.Tensor) -> torch.Tensor:
         return self.weight_quantizer(shared_weight)
+
+    def shares_term_with(self, other: Alternative) -> bool:
+        # Two units running the layer's own op in the same weight format (e.g. an int8 CPU and an int8 NPU).
+        return type(self) is type(other) is SameOpAlternative and same_quantization(self.weight_quantizer, other.weight_quantizer)
 
     @torch.no_grad()
     def export(self, source: nn.Module, shared_weight: torch.Tensor, bias: torch.Tensor | None,

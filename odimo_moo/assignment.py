@@ -116,12 +116,10 @@ class ThermometricAssignment(Assignment):
         return self.alpha.exp().flip(1).cumsum(1).flip(1)
 
     def mask(self) -> torch.Tensor:
-        if self.units == 2:
-            return _TwoUnitThermometer.apply(self.alpha)
-        return self.reference_mask()
+        return _ThermometricMask.apply(self.alpha)
 
     def reference_mask(self) -> torch.Tensor:
-        """:meth:`mask` as plain differentiable ops (any K; the specification of the 2-unit fast path)."""
+        """:meth:`mask` as plain differentiable ops (its specification)."""
         theta = self.thresholds()
         prefix = straight_through((theta > 0.5).float(), theta)
         # Nested prefixes: P_j = 1 - prod_{l <= j} (1 - b_l), a running "or" that keeps gradients.
@@ -132,27 +130,48 @@ class ThermometricAssignment(Assignment):
         return torch.cat([first, middle, last], dim=0).t()
 
 
-class _TwoUnitThermometer(torch.autograd.Function):
-    """The thermometric mask of 2 units, ``[b, 1 - b]`` with ``b = 1[theta > 0.5]``, in one node.
+class _ThermometricMask(torch.autograd.Function):
+    """The thermometric mask of ``alpha`` ``[K-1, C]`` in one autograd node (a handful of ops on
+    ``[K-1, C]`` tensors instead of a dozen autograd nodes), with the values and gradients of
+    :meth:`ThermometricAssignment.reference_mask`.
 
-    Same values and gradients as the op-by-op form: the mask's gradient reaches ``theta`` as
-    ``g[:, 0] - g[:, 1]`` (straight-through), ``theta``'s reversed cumulative sum becomes a forward
-    cumulative sum, and ``exp(alpha)`` contributes itself.
+    Forward: ``b = 1[theta > 0.5]``, nested prefixes ``n_j = 1 - prod_{l <= j} (1 - b_l)``, columns
+    ``n_0, n_1 - n_0, ..., 1 - n_{K-2}``. Backward: the columns' gradient reaches ``n_j`` as
+    ``g_j - g_{j+1}``, ``b_i`` (straight-through to ``theta_i``) as the sum over ``j >= i`` of that
+    times ``prod_{l <= j, l != i} (1 - b_l)``; ``theta``'s reversed cumulative sum becomes a forward
+    cumulative sum, and ``exp(alpha)`` contributes itself. With 2 units: ``[b, 1 - b]``, gradient
+    ``g_0 - g_1``.
     """
 
     @staticmethod
     def forward(ctx, alpha: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         increments = alpha.exp()
         theta = increments.flip(1).cumsum(1).flip(1)
-        prefix = (theta > 0.5).to(alpha.dtype)
-        ctx.save_for_backward(increments)
-        return torch.cat([prefix, 1.0 - prefix], dim=0).t()
+        open_ = (theta <= 0.5).to(alpha.dtype)  # 1 - b
+        ctx.save_for_backward(increments, open_)
+        if len(alpha) == 1:
+            return torch.cat([1.0 - open_, open_], dim=0).t()
+        nested = 1.0 - open_.cumprod(0)
+        return torch.cat([nested[:1], nested[1:] - nested[:-1], 1.0 - nested[-1:]], dim=0).t()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        (increments,) = ctx.saved_tensors
-        grad_theta = (grad[:, 0] - grad[:, 1]).unsqueeze(0)
-        return grad_theta.cumsum(1).mul_(increments)
+        increments, open_ = ctx.saved_tensors
+        columns = grad.t()
+        grad_nested = columns[:-1] - columns[1:]
+        if len(open_) == 1:
+            grad_prefix = grad_nested
+        else:
+            grad_prefix = torch.empty_like(grad_nested)
+            for i in range(len(open_)):
+                # prod_{l <= j, l != i} (1 - b_l) for j = i, i + 1, ...: the other factors accumulated.
+                others = open_[:i].prod(0) if i else torch.ones_like(open_[0])
+                total = grad_nested[i] * others
+                for j in range(i + 1, len(open_)):
+                    others = others * open_[j]
+                    total = total + grad_nested[j] * others
+                grad_prefix[i] = total
+        return grad_prefix.cumsum(1).mul_(increments)
 
 
 class SoftmaxAssignment(Assignment):

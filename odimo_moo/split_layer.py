@@ -45,6 +45,9 @@ class SplitLayer(nn.Module):
         self.mode = MaskMode.SEARCH
         self.register_buffer("unit_indices", torch.tensor(list(unit_indices), dtype=torch.long))
         self.register_buffer("fixed_units", torch.zeros(spec.out_channels, dtype=torch.long))
+        self._term_units, merge = _shared_terms(self.alternatives)
+        # [K, T]: unit k's mask column goes to weight term t (units sharing a term add up); None: one term per unit.
+        self.register_buffer("term_merge", merge if fold else None, persistent=False)
         # Channel counts of the last search-mode forward's mask (see ``channel_counts``).
         self._forward_counts: tuple[torch.Tensor, tuple[int, ...]] | None = None
 
@@ -149,7 +152,10 @@ class SplitLayer(nn.Module):
         if self.fold:
             # ONE op over the per-channel mixture of the units' weights (quantizing the input, the
             # op and its backward in one autograd node when the input format allows).
-            mixed = mix_weights(mask, [alt.weight_term(weight) for alt in self.alternatives], weight.shape)
+            terms = [self.alternatives[k].weight_term(weight) for k in self._term_units]
+            if self.term_merge is not None:
+                mask = mask @ self.term_merge.to(mask.dtype)
+            mixed = mix_weights(mask, terms, weight.shape)
             return run_dense_quantized(self.layer, x, self.input_quantizers[0], mixed, bias)
         shape = (1, -1) + (1,) * (x.dim() - 2)
         output = 0
@@ -181,6 +187,23 @@ class SplitLayer(nn.Module):
         inverse = torch.empty_like(permutation)
         inverse[permutation] = torch.arange(permutation.numel(), device=permutation.device)
         return ExportedSplit(branches, inverse)
+
+
+def _shared_terms(alternatives: Sequence[Alternative]) -> tuple[list[int], torch.Tensor | None]:
+    """The units whose weight term the folded forward computes (the first of each group of units that
+    share one, :meth:`Alternative.shares_term_with`), and the ``[K, T]`` 0/1 matrix sending each unit's
+    mask column to its term (None when no two units share one)."""
+    representatives: list[int] = []
+    term_of_unit = []
+    for k, alternative in enumerate(alternatives):
+        shared = next((t for t, r in enumerate(representatives) if alternatives[r].shares_term_with(alternative)), None)
+        if shared is None:
+            shared = len(representatives)
+            representatives.append(k)
+        term_of_unit.append(shared)
+    if len(representatives) == len(alternatives):
+        return representatives, None
+    return representatives, nn.functional.one_hot(torch.tensor(term_of_unit), len(representatives)).float()
 
 
 class ExportedBranch(nn.Module):

@@ -200,6 +200,17 @@ class _FakeQuantizeTernary(torch.autograd.Function):
         return grad_weight, grad_scale, None
 
 
+def same_quantization(first: nn.Module, second: nn.Module) -> bool:
+    """Whether two weight quantizers give the same output for any weight, always: both keep floats
+    (``nn.Identity``), or both are :class:`IntWeightQuantizer` of the same width (its scale comes from
+    the weight alone). A quantizer with learned state is only ever the same as itself."""
+    if first is second:
+        return True
+    if type(first) is type(second) is nn.Identity:
+        return True
+    return type(first) is type(second) is IntWeightQuantizer and first.bits == second.bits
+
+
 @dataclass(frozen=True)
 class IntegerWeight:
     """A fake-quantized weight as integers: the weight equals ``levels * scale`` exactly.

@@ -2,7 +2,8 @@
 
 Not timing: each fused or cached path is checked against the op-by-op (or recomputed) path it
 replaces -- values and gradients -- for DIANA (same conv, 8-bit vs ternary weights, 7-bit inputs)
-and Darkside (dense conv + a depthwise alternative folded onto the diagonal, 8-bit inputs).
+and Darkside (dense conv + a depthwise alternative folded onto the diagonal, 8-bit inputs), and the
+YAML example SoC (an int8 CPU and an int8 NPU sharing one weight term, plus a depthwise unit).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ CASES = {
     "diana": (lambda: resnet8(num_classes=10, in_channels=3, input_size=(16, 16)), (3, 16, 16)),
     "darkside": (lambda: mobilenetv1_darkside(num_classes=10, in_channels=3, input_size=(16, 16), width=0.25),
                  (3, 16, 16)),
+    "example_npu": (lambda: resnet8(num_classes=10, in_channels=3, input_size=(16, 16)), (3, 16, 16)),
 }
 
 
@@ -37,8 +39,9 @@ def _pair(socs, soc_name: str, dtype=torch.float64, **options):
     input quantizer per unit; all of them get the folded layer's clip)."""
     build, shape = CASES[soc_name]
     base = build()
-    folded = ODiMO(base, socs[soc_name], shape, init="random", seed=3, **options).to(dtype)
-    branches = ODiMO(base, socs[soc_name], shape, init="random", seed=3, fold=False, **options).to(dtype)
+    soc = socs.get(soc_name, soc_name)
+    folded = ODiMO(base, soc, shape, init="random", seed=3, **options).to(dtype)
+    branches = ODiMO(base, soc, shape, init="random", seed=3, fold=False, **options).to(dtype)
     x = torch.randn((3,) + shape, dtype=dtype)
     folded.train()
     folded(x)  # data-dependent quantizer init, as training does
@@ -62,13 +65,13 @@ def _branch_grad(branches: ODiMO, name: str) -> torch.Tensor:
     return parameters[name].grad
 
 
-@pytest.mark.parametrize("soc_name", ["diana", "darkside"])
+@pytest.mark.parametrize("soc_name", ["diana", "darkside", "example_npu"])
 def test_folded_forward_equals_per_branch_forward(socs, soc_name):
     folded, branches, x = _pair(socs, soc_name, dtype=torch.float32)
     torch.testing.assert_close(folded(x), branches(x), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("soc_name", ["diana", "darkside"])
+@pytest.mark.parametrize("soc_name", ["diana", "darkside", "example_npu"])
 def test_folded_gradients_equal_per_branch_gradients(socs, soc_name):
     folded, branches, x = _pair(socs, soc_name)
     y = torch.randint(0, 10, (x.shape[0],))
@@ -83,6 +86,25 @@ def test_folded_gradients_equal_per_branch_gradients(socs, soc_name):
             checked += 1
     assert checked > 3 * len(folded.split_names)
     assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in folded.nas_parameters())
+
+
+def test_units_in_one_weight_format_share_one_weight_term(socs):
+    """The folded layer quantizes the weight once for the int8 CPU and the int8 NPU (the NPU's
+    quantizer never runs); the task loss cannot tell the two apart, the cost term still moves their
+    channels."""
+    folded, _, x = _pair(socs, "example_npu")
+    calls = []
+    npu = folded.soc.unit_index("npu")
+    shared = [layer for _, layer in folded.split_layers() if npu in layer.unit_indices.tolist()
+              and folded.soc.unit_index("cpu") in layer.unit_indices.tolist()]
+    assert shared
+    for layer in shared:
+        position = layer.unit_indices.tolist().index(npu)
+        layer.alternatives[position].weight_quantizer.register_forward_hook(lambda *args: calls.append(1))
+    (folded(x).sum() + folded.cost).backward()
+    assert not calls
+    for layer in shared:
+        assert layer.assignment.alpha.grad is not None and bool(layer.assignment.alpha.grad.abs().sum() > 0)
 
 
 @pytest.mark.parametrize("soc_name", ["diana", "darkside"])
@@ -205,18 +227,24 @@ def test_ternary_weight_quantizer_matches_reference():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("init", ["first", "balanced", "random", [5, 32]])
-def test_two_unit_thermometer_matches_reference(init):
-    assignment = ThermometricAssignment(37, 2, init=init, generator=torch.Generator().manual_seed(4))
+@pytest.mark.parametrize("units, init", [(2, "first"), (2, "balanced"), (2, "random"), (2, [5, 32]),
+                                         (3, "balanced"), (3, "random"), (3, [0, 30, 7]), (4, "random"),
+                                         (4, [10, 0, 0, 27])])
+def test_thermometric_mask_matches_reference(units, init):
+    assignment = ThermometricAssignment(37, units, init=init, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        assignment.alpha.add_(torch.randn_like(assignment.alpha) * 0.01)
-    upstream = torch.randn(37, 2)
+        assignment.alpha.add_(torch.randn(assignment.alpha.shape, generator=torch.Generator().manual_seed(1)) * 0.3)
+    upstream = torch.randn(37, units)
     results = []
     for mask in (assignment.mask, assignment.reference_mask):
         m = mask()
         results.append((m, torch.autograd.grad((m * upstream).sum(), assignment.alpha)[0]))
     assert torch.equal(results[0][0], results[1][0])
-    assert torch.equal(results[0][1], results[1][1])
+    assert set(results[0][0].unique().tolist()) <= {0.0, 1.0}
+    if units <= 3:
+        assert torch.equal(results[0][1], results[1][1])
+    else:  # sums of up to three terms, added in another order
+        torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("kinds", [("dense", "dense"), ("dense", "diagonal"), ("diagonal", "dense"),
