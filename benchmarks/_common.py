@@ -25,10 +25,32 @@ from torch import nn
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-#: (SoC, model) pairs of the step-time benchmarks, at 3x32x32 inputs and 10 classes.
+#: The model of each SoC in the per-SoC benchmarks (cost_share, memory; step_time's first two cases),
+#: at 3x32x32 inputs and 10 classes.
 CASES = {"diana": "resnet20", "darkside": "mobilenetv1_darkside_tiny"}
 INPUT_SHAPE = (3, 32, 32)
 NUM_CLASSES = 10
+
+#: The benchmarks' own YAML SoC: example_npu's three units plus a fourth (4-bit weights), "four_unit".
+FOUR_UNIT_SOC = Path(__file__).resolve().parent / "four_unit_soc.yaml"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One (SoC, model) pair of a benchmark, named ``soc/model``."""
+
+    soc: str
+    model: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.soc}/{self.model}"
+
+
+#: The step-time cases: the per-SoC ones of CASES, then a smaller model (ResNet-8 on DIANA) and SoCs
+#: with 3 and 4 units (up to 3 and 4 units searched per layer).
+STEP_CASES = tuple(Case(soc, model) for soc, model in CASES.items()) + (
+    Case("diana", "resnet8"), Case("example_npu", "resnet20"), Case("four_unit", "resnet20"))
 
 
 def cpu_model() -> str:
@@ -67,8 +89,9 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def add_step_options(parser: argparse.ArgumentParser) -> None:
-    """The options every benchmark of a search step shares: batch size, lambda, SoCs."""
+def add_step_options(parser: argparse.ArgumentParser, socs: bool = True) -> None:
+    """The options every benchmark of a search step shares: batch size, lambda, SoCs (``socs=False``:
+    no ``--socs``, for a benchmark that picks its cases otherwise)."""
     from odimo_moo.recipe import Recipe
 
     default_batch = Recipe().batch_size
@@ -76,7 +99,8 @@ def add_step_options(parser: argparse.ArgumentParser) -> None:
                         help=f"default {default_batch}: the recipe's batch size, as a search runs")
     parser.add_argument("--lambda", dest="lambda_", metavar="LAMBDA", type=float, default=1e-6,
                         help="lambda (any value > 0 times the same)")
-    parser.add_argument("--socs", nargs="*", default=list(CASES), choices=list(CASES))
+    if socs:
+        parser.add_argument("--socs", nargs="*", default=list(CASES), choices=list(CASES))
 
 
 def setup(args: argparse.Namespace) -> torch.device:
@@ -99,9 +123,10 @@ def write_result(name: str, payload: Mapping[str, Any], output: Path | None = No
 
 # ----------------------------------------------------------------------------- models
 def registry():
+    """The installed plugins (SoCs diana, darkside, example_npu, ...) and the benchmarks' FOUR_UNIT_SOC."""
     from odimo_moo.registry import PluginRegistry
 
-    return PluginRegistry.load(())
+    return PluginRegistry.load((str(FOUR_UNIT_SOC),))
 
 
 def soc_and_model(soc_name: str, model_name: str, seed: int = 0):
