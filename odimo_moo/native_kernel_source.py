@@ -66,17 +66,39 @@ double backward_##SUFFIX(float *restrict grad, const float *restrict x, const CO
 ACTIVATION_KERNELS(int8, int8_t, vs8)
 ACTIVATION_KERNELS(uint8, uint8_t, vu8)
 
-void quantize_int_weight(const float *restrict w, float *restrict out, int64_t n, float scale,
-                         float low, float high) {
-    for (int64_t i = 0; i < n; ++i) out[i] = clamp_level(rintf(w[i] / scale), low, high) * scale;
-}
-
 static inline vf ones_where(vi mask) { return (vf)(mask & (vi)((vf){0} + 1.0f)); }  /* 1.0 or +0.0 */
 
 static inline float horizontal_max(vf v) {
     float top = v[0];
     for (int j = 1; j < LANES; ++j) top = v[j] > top ? v[j] : top;
     return top;
+}
+
+/* max |w[i]| (0 for n = 0). */
+static float absolute_max(const float *restrict w, int64_t n) {
+    const vi magnitude_bits = (vi){0} + 0x7fffffff;
+    vf tops = {0};
+    float top = 0.0f;
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        vf m = (vf)((vi)load(w + i) & magnitude_bits);
+        vi higher = m > tops;
+        tops = (vf)(((vi)m & higher) | ((vi)tops & ~higher));
+    }
+    for (; i < n; ++i) top = fabsf(w[i]) > top ? fabsf(w[i]) : top;
+    float vector_top = horizontal_max(tops);
+    return vector_top > top ? vector_top : top;
+}
+
+/* The int weight quantizer: scale = the smallest power of two >= max(max |w|, 1e-12) / high (exact:
+   from frexp), then clamp(round(w / scale), low, high) * scale. Returns the scale. */
+float quantize_int_weight(const float *restrict w, float *restrict out, int64_t n, float low, float high) {
+    float top = absolute_max(w, n);
+    int exponent;
+    float mantissa = frexpf((top < 1e-12f ? 1e-12f : top) / high, &exponent);
+    float scale = ldexpf(1.0f, mantissa == 0.5f ? exponent - 1 : exponent);
+    for (int64_t i = 0; i < n; ++i) out[i] = clamp_level(rintf(w[i] / scale), low, high) * scale;
+    return scale;
 }
 
 void quantize_ternary(const float *restrict w, const float *restrict delta, const float *restrict scale,

@@ -51,7 +51,7 @@ _SIGNATURES: dict[str, tuple[object, tuple[object, ...]]] = {
        for code in ("int8", "uint8")},
     **{f"backward_{code}": (ctypes.c_double, (_POINTER, _POINTER, _POINTER, ctypes.c_int64) + (ctypes.c_float,) * 3)
        for code in ("int8", "uint8")},
-    "quantize_int_weight": (None, (_POINTER, _POINTER, ctypes.c_int64) + (ctypes.c_float,) * 3),
+    "quantize_int_weight": (ctypes.c_float, (_POINTER, _POINTER, ctypes.c_int64) + (ctypes.c_float,) * 2),
     "quantize_ternary": (None, (_POINTER,) * 6 + (ctypes.c_int64, ctypes.c_int64)),
     "ternary_backward": (None, (_POINTER,) * 6 + (ctypes.c_int64, ctypes.c_int64)),
     "mix_dense_forward": (None, (_POINTER, _POINTER, ctypes.c_int64, _POINTER, ctypes.c_int, ctypes.c_int64,
@@ -203,10 +203,12 @@ def activation_backward(grad: torch.Tensor, x: torch.Tensor, code: torch.Tensor,
     return kernel(_pointer(grad), _pointer(x), _pointer(code), x.numel(), step, low, high)
 
 
-def quantize_int_weight(weight: torch.Tensor, scale: float, low: int, high: int) -> torch.Tensor:
-    """``clamp(round(weight / scale), low, high) * scale`` in one pass."""
+def quantize_int_weight(weight: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """``clamp(round(weight / scale), low, high) * scale`` with ``scale`` the smallest power of two
+    >= ``max(max |weight|, 1e-12) / high`` (:func:`odimo_moo.weight_quantizers.int_weight_scale`), in
+    two passes (the maximum, then the levels) and no temporary."""
     out = torch.empty_like(weight)
-    _kernels().quantize_int_weight(_pointer(weight), _pointer(out), weight.numel(), scale, low, high)
+    _kernels().quantize_int_weight(_pointer(weight), _pointer(out), weight.numel(), low, high)
     return out
 
 

@@ -23,29 +23,32 @@ def ste_round(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def _pow2_ceil(x: torch.Tensor) -> torch.Tensor:
-    """Smallest power of two >= x (x > 0), straight-through."""
-    exact = torch.exp2(torch.ceil(torch.log2(x)))
-    return x + (exact - x).detach()
+def power_of_two_ceil(x: torch.Tensor) -> torch.Tensor:
+    """The smallest power of two >= ``x`` (``x > 0``), exactly (from the binary exponent, not a rounded
+    logarithm)."""
+    mantissa, exponent = torch.frexp(x)
+    return torch.ldexp(torch.ones_like(x), exponent - (mantissa == 0.5).to(exponent.dtype))
+
+
+def int_weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """The scale of :class:`IntWeightQuantizer`: the smallest power of two >= ``max|w| / (2^(bits-1) - 1)``
+    (``max|w|`` at least 1e-12), a 0-d tensor without gradient."""
+    with torch.no_grad():
+        return power_of_two_ceil(weight.abs().amax().clamp_min(1e-12) / (2 ** (bits - 1) - 1))
 
 
 class IntWeightQuantizer(nn.Module):
-    """Symmetric signed ``bits``-bit weights with one power-of-two scale per tensor."""
+    """Symmetric signed ``bits``-bit weights with one power-of-two scale per tensor (:func:`int_weight_scale`)."""
 
     def __init__(self, bits: int) -> None:
         super().__init__()
         self.bits = bits
 
     def scale(self, weight: torch.Tensor) -> torch.Tensor:
-        qmax = 2 ** (self.bits - 1) - 1
-        return _pow2_ceil(weight.detach().abs().max().clamp_min(1e-12) / qmax)
+        return int_weight_scale(weight, self.bits)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            # == self.scale(weight) (its straight-through sum is exact), in fewer ops.
-            qmax = 2 ** (self.bits - 1) - 1
-            scale = weight.abs().max().clamp_min_(1e-12).div_(qmax).log2_().ceil_().exp2_()
-        return _FakeQuantizeInt.apply(weight, scale, -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1)
+        return _FakeQuantizeInt.apply(weight, self.bits)
 
     def reference_forward(self, weight: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` as plain differentiable ops (its specification; equal values and gradients)."""
@@ -56,30 +59,40 @@ class IntWeightQuantizer(nn.Module):
     @torch.no_grad()
     def integer_weight(self, weight: torch.Tensor) -> "IntegerWeight":
         """:meth:`forward`'s values as integer levels times one power-of-two scale (exactly)."""
-        qmax = 2 ** (self.bits - 1) - 1
-        scale = weight.abs().max().clamp_min(1e-12).div(qmax).log2().ceil().exp2()  # as forward computes it
-        levels = torch.div(weight, scale).round_().clamp_(-(2 ** (self.bits - 1)), qmax)
+        scale = self.scale(weight)
+        levels = torch.div(weight, scale).round_().clamp_(-(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1)
         return IntegerWeight(levels.to(integer_dtype(self.bits)), scale, self.bits, "int")
 
 
 class _FakeQuantizeInt(torch.autograd.Function):
-    """``clamp(round(w / scale), low, high) * scale`` with a straight-through (identity) gradient.
+    """``clamp(round(w / scale), low, high) * scale`` (``scale``: :func:`int_weight_scale`) with a
+    straight-through (identity) gradient.
 
-    The scale is a power of two >= ``max|w| / (2^(bits-1) - 1)``, so the clamp never bites and the
-    op-by-op gradient ``g * scale / scale`` is exactly ``g``. (The op-by-op form can lose the gradient
-    of a weight rounding to the top level: its straight-through sum ``v + (round(v) - v)`` may
-    round a hair above the clamp bound. This node does not.)
+    The scale is a power of two >= ``max|w| / high``, so the clamp never bites and the op-by-op
+    gradient ``g * scale / scale`` is exactly ``g``. (The op-by-op form can lose the gradient of a
+    weight rounding to the top level: its straight-through sum ``v + (round(v) - v)`` may round a hair
+    above the clamp bound. This node does not.)
     """
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, scale: torch.Tensor, low: int, high: int) -> torch.Tensor:  # type: ignore[override]
-        if native_kernels.applies(weight, scale):
-            return native_kernels.quantize_int_weight(weight, float(scale), low, high)
+    def forward(ctx, weight: torch.Tensor, bits: int) -> torch.Tensor:  # type: ignore[override]
+        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        if native_kernels.applies(weight):
+            return native_kernels.quantize_int_weight(weight, low, high)  # the scale in the same call
+        scale = int_weight_scale(weight, bits)
         return torch.div(weight, scale).round_().clamp_(low, high).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return grad, None, None, None
+        return grad, None
+
+
+def channel_scale_of(log_scale: torch.Tensor, power_of_two: bool) -> torch.Tensor:
+    """:meth:`TernaryWeightQuantizer.channel_scale` of a ``log_scale``."""
+    if not power_of_two:
+        return log_scale.exp()
+    exponent = log_scale / math.log(2.0)
+    return torch.exp2(exponent.detach().round() + (exponent - exponent.detach()))  # exactly 2^round
 
 
 class TernaryWeightQuantizer(nn.Module):
@@ -130,14 +143,11 @@ class TernaryWeightQuantizer(nn.Module):
     def channel_scale(self) -> torch.Tensor:
         """The per-output-channel scale in use ``[C]``: ``exp(log_scale)``, or with ``power_of_two``
         ``2^round(log2(exp(log_scale)))``, its exponent rounded straight-through (so it still trains)."""
-        if not self.power_of_two:
-            return self.log_scale.exp()
-        exponent = self.log_scale / math.log(2.0)
-        return torch.exp2(exponent.detach().round() + (exponent - exponent.detach()))  # exactly 2^round
+        return channel_scale_of(self.log_scale, self.power_of_two)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         self._ensure_initialized(weight)
-        return _FakeQuantizeTernary.apply(weight, self.channel_scale(), self.threshold)
+        return _FakeQuantizeTernary.apply(weight, self.log_scale, self.threshold, self.power_of_two)
 
     def reference_forward(self, weight: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` as plain differentiable ops (its specification).
@@ -161,14 +171,19 @@ class TernaryWeightQuantizer(nn.Module):
 
 
 class _FakeQuantizeTernary(torch.autograd.Function):
-    """``levels(w) * scale`` per output channel in one autograd node.
+    """``levels(w) * scale`` per output channel in one autograd node, ``scale`` the channel scale in
+    use (:meth:`TernaryWeightQuantizer.channel_scale`) of ``log_scale``.
 
-    Gradients as :meth:`TernaryWeightQuantizer.levels` defines them: to ``w`` through the
-    straight-through ``w / max|w|`` of its channel, to ``scale`` ``[C]`` through the exact product.
+    Gradients as :meth:`TernaryWeightQuantizer.levels` and :meth:`~TernaryWeightQuantizer.channel_scale`
+    define them: to ``w`` through the straight-through ``w / max|w|`` of its channel, to ``log_scale``
+    ``[C]`` through the exact product times ``d scale / d log_scale = scale`` (``exp``, and the
+    straight-through power of two alike).
     """
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, scale: torch.Tensor, threshold: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, weight: torch.Tensor, log_scale: torch.Tensor, threshold: float,  # type: ignore[override]
+                power_of_two: bool) -> torch.Tensor:
+        scale = channel_scale_of(log_scale, power_of_two)
         flat = weight.reshape(weight.shape[0], -1)
         magnitude = flat.abs()
         delta = threshold * magnitude.mean(dim=1, keepdim=True)
@@ -187,17 +202,15 @@ class _FakeQuantizeTernary(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         hard, largest, scale = ctx.saved_tensors
         flat = grad.reshape(hard.shape)
-        need_weight, need_scale = ctx.needs_input_grad[:2]
+        need_weight, need_log_scale = ctx.needs_input_grad[:2]
         if hard.dtype == torch.int8 and native_kernels.applies(flat):
             grad_weight, grad_scale = native_kernels.ternary_backward(flat, hard, scale, largest, need_weight,
-                                                                      need_scale)
-            return None if grad_weight is None else grad_weight.view(ctx.shape), grad_scale, None
-        grad_weight = grad_scale = None
-        if need_weight:
-            grad_weight = (flat * scale.unsqueeze(1)).div_(largest).view(ctx.shape)
-        if need_scale:
-            grad_scale = (flat * hard).sum(dim=1)
-        return grad_weight, grad_scale, None
+                                                                      need_log_scale)
+        else:
+            grad_weight = (flat * scale.unsqueeze(1)).div_(largest) if need_weight else None
+            grad_scale = (flat * hard).sum(dim=1) if need_log_scale else None
+        return (None if grad_weight is None else grad_weight.view(ctx.shape),
+                None if grad_scale is None else grad_scale.mul_(scale), None, None)
 
 
 def same_quantization(first: nn.Module, second: nn.Module) -> bool:

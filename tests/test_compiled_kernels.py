@@ -101,6 +101,22 @@ def test_int_weight_kernel_equals_eager():
 
 
 @needs_kernels
+@pytest.mark.parametrize("top, scale", [
+    (127 * 2.0 ** -7, 2.0 ** -7),  # max |w| / 127 exactly a power of two: that power
+    (float(torch.nextafter(torch.tensor(127 * 2.0 ** -7), torch.tensor(1.0))), 2.0 ** -6),  # a hair above: the next
+    (0.0, 2.0 ** -46),  # all zeros: max |w| taken as 1e-12; 2^-47 < 1e-12 / 127 <= 2^-46
+])
+def test_int_weight_scale_is_the_next_power_of_two_exactly(top, scale):
+    quantizer = IntWeightQuantizer(8)
+    weight = torch.zeros(4, 3, 3, 3)
+    weight[1, 2, 0, 1] = -top
+    native, eager = _both(lambda: quantizer(weight))
+    assert torch.equal(native, eager)
+    assert float(quantizer.scale(weight)) == scale
+    assert float(native[1, 2, 0, 1]) == -round(top / scale) * scale
+
+
+@needs_kernels
 @pytest.mark.parametrize("power_of_two", [False, True])
 def test_ternary_kernel_equals_eager(power_of_two):
     """Values to the sign of zero, the weight's gradient bit for bit, the scale's to float rounding;
