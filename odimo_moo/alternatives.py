@@ -11,7 +11,7 @@ are defined without torch in :mod:`odimo_moo.alternative_factories`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,22 +21,11 @@ from torch.autograd.function import once_differentiable
 from . import native_kernels
 from .quantizers import (ActivationQuantizer, PowerOfTwoActivationQuantizer, clip_descent_direction, clip_gradient,
                          coded_activation_gradients, coded_levels)
+from .weight_mix import WeightTerm, encoded_term
 from .weight_quantizers import IntegerWeight, integer_weight, same_quantization, scale_weight_channels
 
 #: Activation quantizers whose fake quantization the fused layer reproduces (through their ``grid``).
 _FUSABLE_QUANTIZERS = (ActivationQuantizer, PowerOfTwoActivationQuantizer)
-
-
-class WeightTerm(NamedTuple):
-    """An alternative's share of the folded weight, before the per-channel mask.
-
-    ``dense``: a tensor in the searched layer's weight shape. ``diagonal``: per-channel kernels
-    ``[C, kh, kw]`` that sit at ``[c, c]`` of a ``[C, C, kh, kw]`` weight, zeros elsewhere (a depthwise
-    conv written as a dense one).
-    """
-
-    kind: str
-    tensor: torch.Tensor
 
 
 class Alternative(nn.Module, ABC):
@@ -80,69 +69,6 @@ class Alternative(nn.Module, ABC):
         scale_weight_channels(self.weight_quantizer, scale)
 
 
-def _per_channel(channel_mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``channel_mask`` ``[C]`` shaped to broadcast over a weight ``[C, ...]``."""
-    return channel_mask.view((-1,) + (1,) * (weight.dim() - 1))
-
-
-def mix_weights(mask: torch.Tensor, terms: Sequence[WeightTerm], shape: torch.Size) -> torch.Tensor:
-    """The folded weight ``sum_k mask[c, k] * W_k[c]`` of a layer whose weight has ``shape``.
-
-    Equals stacking every unit's dense weight and summing them under the mask, in one autograd node
-    (no stack, no dense zeros for diagonal terms, a handful of ops forward and backward).
-    """
-    return _MixWeights.apply(mask, tuple(t.kind for t in terms), shape, *(t.tensor for t in terms))
-
-
-def _diagonal_view(weight: torch.Tensor) -> torch.Tensor:
-    """The ``[c, c]`` entries of a ``[C, C, kh, kw]`` weight as a ``[C, kh, kw]`` view."""
-    return weight.diagonal(dim1=0, dim2=1).permute(2, 0, 1)
-
-
-class _MixWeights(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, mask: torch.Tensor, kinds: tuple[str, ...], shape: torch.Size,  # type: ignore[override]
-                *tensors: torch.Tensor) -> torch.Tensor:
-        mixed = None
-        native = mask.dtype == torch.float32 and native_kernels.applies(*tensors)
-        for k, (kind, tensor) in enumerate(zip(kinds, tensors)):
-            scale = _per_channel(mask[:, k], tensor)
-            if kind == "dense" and native:
-                mixed = native_kernels.mix_dense_forward(tensor, mask, k, mixed)
-            elif kind == "dense":
-                mixed = tensor * scale if mixed is None else mixed.addcmul_(tensor, scale)
-            elif kind == "diagonal":
-                if mixed is None:
-                    mixed = tensor.new_zeros(shape)
-                _diagonal_view(mixed).add_(tensor * scale)
-            else:
-                raise ValueError(f"unknown weight term kind {kind!r}")
-        ctx.save_for_backward(mask, *tensors)
-        ctx.kinds = kinds
-        return mixed
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        mask, *tensors = ctx.saved_tensors
-        need_mask = ctx.needs_input_grad[0]
-        grad_mask = torch.empty_like(mask) if need_mask else None
-        grads = []
-        channels = mask.shape[0]
-        native = mask.dtype == torch.float32 and native_kernels.applies(grad)
-        for k, (kind, tensor) in enumerate(zip(ctx.kinds, tensors)):
-            need_term = ctx.needs_input_grad[3 + k]
-            if kind == "dense" and native and native_kernels.applies(tensor):
-                # One pass: the term's gradient and its mask column (compiled kernel).
-                grads.append(native_kernels.mix_dense_backward(grad, tensor, mask, k, need_term, grad_mask))
-                continue
-            g = grad if kind == "dense" else _diagonal_view(grad)
-            grads.append(g * _per_channel(mask[:, k], tensor) if need_term else None)
-            if need_mask:
-                grad_mask[:, k] = torch.linalg.vecdot(g.reshape(channels, -1), tensor.reshape(channels, -1))
-        return (grad_mask, None, None, *grads)
-
-
 def _conv_like(source: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None,
                channels: torch.Tensor) -> nn.Module:
     """A Conv2d/Linear configured like ``source`` computing output ``channels`` with ``weight``/``bias``.
@@ -168,6 +94,10 @@ def _conv_like(source: nn.Module, weight: torch.Tensor, bias: torch.Tensor | Non
 class SameOpAlternative(Alternative):
     def dense_weight(self, shared_weight: torch.Tensor) -> torch.Tensor:
         return self.weight_quantizer(shared_weight)
+
+    def weight_term(self, shared_weight: torch.Tensor) -> WeightTerm:
+        # On the compiled path the mix quantizes the shared weight itself (no quantized copy in between).
+        return encoded_term(self.weight_quantizer, shared_weight) or super().weight_term(shared_weight)
 
     def shares_term_with(self, other: Alternative) -> bool:
         # Two units running the layer's own op in the same weight format (e.g. an int8 CPU and an int8 NPU).

@@ -17,7 +17,6 @@ SOURCE = r"""
 typedef float vf __attribute__((vector_size(4 * LANES)));
 typedef int32_t vi __attribute__((vector_size(4 * LANES)));
 typedef int8_t vs8 __attribute__((vector_size(LANES)));
-typedef uint8_t vu8 __attribute__((vector_size(LANES)));
 
 static inline vf load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static inline void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
@@ -32,7 +31,18 @@ static inline float direction(float v, float level, float step, float low, float
     return ((v <= low || v >= high) ? 0.0f : v) - level * step;
 }
 
-#define ACTIVATION_KERNELS(SUFFIX, CODE, VCODE)                                                    \
+/* One-byte codes are widened to floats a block at a time by a plain loop, which gcc vectorizes;
+   __builtin_convertvector on 16 one-byte lanes it lowers to one lane at a time (3-4x slower).
+   BLOCK is a multiple of LANES, so the lanes' sums see the elements in the same order. */
+#define BLOCK 256
+#define WIDEN(SUFFIX, CODE)                                                                        \
+static inline void widen_##SUFFIX(const CODE *restrict code, float *restrict out, int64_t n) {     \
+    for (int64_t i = 0; i < n; ++i) out[i] = (float)code[i];                                       \
+}
+WIDEN(int8, int8_t)
+WIDEN(uint8, uint8_t)
+
+#define ACTIVATION_KERNELS(SUFFIX, CODE)                                                           \
 void quantize_##SUFFIX(const float *restrict x, float *restrict out, CODE *restrict code,         \
                        int64_t n, float step, float low, float high) {                             \
     for (int64_t i = 0; i < n; ++i) {                                                              \
@@ -44,17 +54,20 @@ void quantize_##SUFFIX(const float *restrict x, float *restrict out, CODE *restr
 double backward_##SUFFIX(float *restrict grad, const float *restrict x, const CODE *restrict code, \
                          int64_t n, float step, float low, float high) {                           \
     vf sums = {0}, steps = step - (vf){0}, lows = low - (vf){0}, highs = high - (vf){0};          \
-    int64_t i = 0;                                                                                 \
-    for (; i + LANES <= n; i += LANES) {                                                           \
-        vf v = load(x + i), g = load(grad + i);                                                    \
-        VCODE c;                                                                                   \
-        memcpy(&c, code + i, sizeof c);                                                            \
-        vi outside = (v <= lows) | (v >= highs);                                                   \
-        sums += g * (zero_where(v, outside) - __builtin_convertvector(c, vf) * steps);             \
-        store(grad + i, zero_where(g, outside));                                                   \
+    float levels[BLOCK];                                                                           \
+    int64_t vector_end = n - n % LANES;                                                            \
+    for (int64_t start = 0; start < vector_end; start += BLOCK) {                                  \
+        int64_t stop = start + BLOCK < vector_end ? start + BLOCK : vector_end;                    \
+        widen_##SUFFIX(code + start, levels, stop - start);                                        \
+        for (int64_t i = start; i < stop; i += LANES) {                                            \
+            vf v = load(x + i), g = load(grad + i);                                                \
+            vi outside = (v <= lows) | (v >= highs);                                               \
+            sums += g * (zero_where(v, outside) - load(levels + (i - start)) * steps);             \
+            store(grad + i, zero_where(g, outside));                                               \
+        }                                                                                          \
     }                                                                                              \
     double total = 0.0;                                                                            \
-    for (; i < n; ++i) {                                                                           \
+    for (int64_t i = vector_end; i < n; ++i) {                                                     \
         float v = x[i], g = grad[i];                                                               \
         total += g * direction(v, (float)code[i], step, low, high);                                \
         grad[i] = (v <= low || v >= high) ? 0.0f : g;                                              \
@@ -63,8 +76,8 @@ double backward_##SUFFIX(float *restrict grad, const float *restrict x, const CO
     return total;                                                                                  \
 }
 
-ACTIVATION_KERNELS(int8, int8_t, vs8)
-ACTIVATION_KERNELS(uint8, uint8_t, vu8)
+ACTIVATION_KERNELS(int8, int8_t)
+ACTIVATION_KERNELS(uint8, uint8_t)
 
 static inline vf ones_where(vi mask) { return (vf)(mask & (vi)((vf){0} + 1.0f)); }  /* 1.0 or +0.0 */
 
@@ -101,6 +114,16 @@ float quantize_int_weight(const float *restrict w, float *restrict out, int64_t 
     return scale;
 }
 
+/* The same quantizer's levels as int8 (|levels| <= 127), for the weight mix of encoded terms. */
+float int_weight_levels(const float *restrict w, int8_t *restrict levels, int64_t n, float low, float high) {
+    float top = absolute_max(w, n);
+    int exponent;
+    float mantissa = frexpf((top < 1e-12f ? 1e-12f : top) / high, &exponent);
+    float scale = ldexpf(1.0f, mantissa == 0.5f ? exponent - 1 : exponent);
+    for (int64_t i = 0; i < n; ++i) levels[i] = (int8_t)clamp_level(rintf(w[i] / scale), low, high);
+    return scale;
+}
+
 void quantize_ternary(const float *restrict w, const float *restrict delta, const float *restrict scale,
                       float *restrict out, int8_t *restrict hard, float *restrict largest, int64_t channels,
                       int64_t size) {
@@ -114,7 +137,7 @@ void quantize_ternary(const float *restrict w, const float *restrict delta, cons
             vf v = load(row + i), m = (vf)((vi)v & magnitude_bits);
             /* sign(v) * [|v| > delta], as torch: -1 * 0 is -0.0 */
             vf h = (ones_where(v > 0.0f) - ones_where(v < 0.0f)) * ones_where(m > ds);
-            store(out + c * size + i, h * ss);
+            if (out) store(out + c * size + i, h * ss);
             /* through int32 lanes: gcc's direct float -> int8 vector conversion runs ~6x slower */
             vs8 code = __builtin_convertvector(__builtin_convertvector(h, vi), vs8);
             memcpy(hard + c * size + i, &code, sizeof code);
@@ -124,7 +147,7 @@ void quantize_ternary(const float *restrict w, const float *restrict delta, cons
         for (; i < size; ++i) {
             float v = row[i], m = fabsf(v);
             float h = ((v > 0.0f) - (v < 0.0f)) * (float)(m > d);
-            out[c * size + i] = h * s;
+            if (out) out[c * size + i] = h * s;
             hard[c * size + i] = (int8_t)h;
             top = m > top ? m : top;
         }
@@ -137,21 +160,24 @@ void quantize_ternary(const float *restrict w, const float *restrict delta, cons
 void ternary_backward(const float *restrict grad, const int8_t *restrict hard, const float *restrict scale,
                       const float *restrict largest, float *restrict grad_weight, float *restrict grad_scale,
                       int64_t channels, int64_t size) {
+    float levels[BLOCK];
+    int64_t vector_end = size - size % LANES;
     for (int64_t c = 0; c < channels; ++c) {
         const float *g = grad + c * size;
         const int8_t *h = hard + c * size;
         float s = scale[c], l = largest[c];
         vf sums = {0}, ss = s - (vf){0}, ls = l - (vf){0};
-        int64_t i = 0;
-        for (; i + LANES <= size; i += LANES) {
-            vf gv = load(g + i);
-            vs8 code;
-            memcpy(&code, h + i, sizeof code);
-            sums += gv * __builtin_convertvector(code, vf);
-            if (grad_weight) store(grad_weight + c * size + i, (gv * ss) / ls);
+        for (int64_t start = 0; start < vector_end; start += BLOCK) {
+            int64_t stop = start + BLOCK < vector_end ? start + BLOCK : vector_end;
+            widen_int8(h + start, levels, stop - start);
+            for (int64_t i = start; i < stop; i += LANES) {
+                vf gv = load(g + i);
+                sums += gv * load(levels + (i - start));
+                if (grad_weight) store(grad_weight + c * size + i, (gv * ss) / ls);
+            }
         }
         double total = 0.0;
-        for (; i < size; ++i) {
+        for (int64_t i = vector_end; i < size; ++i) {
             total += g[i] * (float)h[i];
             if (grad_weight) grad_weight[c * size + i] = (g[i] * s) / l;
         }
@@ -193,6 +219,70 @@ void mix_dense_backward(const float *restrict grad, const float *restrict term, 
         }
         for (int j = 0; j < LANES; ++j) total += sums[j];
         if (grad_mask) grad_mask[c * grad_mask_stride] = (float)total;
+    }
+}
+
+/* An encoded term of the weight mix: its weight is levels[c, i] * scale[c] (scale_stride 0: one scale).
+   mixed (+)= that * mask[c], as mix_dense_forward on the decoded term. */
+void mix_levels_forward(const int8_t *restrict levels, const float *restrict scale, int64_t scale_stride,
+                        const float *restrict mask, int64_t mask_stride, float *restrict mixed, int accumulate,
+                        int64_t channels, int64_t size) {
+    for (int64_t c = 0; c < channels; ++c) {
+        const int8_t *l = levels + c * size;
+        float *out = mixed + c * size, s = scale[c * scale_stride], m = mask[c * mask_stride];
+        if (accumulate)
+            for (int64_t i = 0; i < size; ++i) out[i] = fmaf((float)l[i] * s, m, out[i]);
+        else
+            for (int64_t i = 0; i < size; ++i) out[i] = ((float)l[i] * s) * m;
+    }
+}
+
+/* The backward of one encoded term of the mix, for the mixed weight's gradient g:
+   grad_mask[c] = sum_i g * (levels * scale[c]) (as mix_dense_backward on the decoded term);
+   the shared weight's gradient (+)= g * m[c] (largest NULL: the int quantizer's straight-through
+   identity) or (g * m[c] * scale[c]) / largest[c] (the ternary quantizer's, as ternary_backward);
+   grad_scale[c] = sum_i (g * m[c]) * levels (as ternary_backward). NULL outputs are skipped. */
+void levels_backward(const float *restrict grad, const int8_t *restrict levels, const float *restrict scale,
+                     int64_t scale_stride, const float *restrict largest, const float *restrict mask,
+                     int64_t mask_stride, float *restrict grad_weight, int accumulate, float *restrict grad_mask,
+                     int64_t grad_mask_stride, float *restrict grad_scale, int64_t channels, int64_t size) {
+    float widened[BLOCK];
+    int64_t vector_end = size - size % LANES;
+    for (int64_t c = 0; c < channels; ++c) {
+        const float *g = grad + c * size;
+        const int8_t *l = levels + c * size;
+        float *gw = grad_weight ? grad_weight + c * size : 0;
+        float s = scale[c * scale_stride], m = mask[c * mask_stride], top = largest ? largest[c] : 1.0f;
+        vf dots = {0}, codes = {0}, ss = s - (vf){0}, ms = m - (vf){0}, tops = top - (vf){0};
+        for (int64_t start = 0; start < vector_end; start += BLOCK) {
+            int64_t stop = start + BLOCK < vector_end ? start + BLOCK : vector_end;
+            widen_int8(l + start, widened, stop - start);
+            for (int64_t i = start; i < stop; i += LANES) {
+                vf gv = load(g + i), gm = gv * ms, level = load(widened + (i - start));
+                dots += gv * (level * ss);
+                codes += gm * level;
+                if (gw) {
+                    vf share = largest ? (gm * ss) / tops : gm;
+                    store(gw + i, accumulate ? load(gw + i) + share : share);
+                }
+            }
+        }
+        double dot = 0.0, code = 0.0;
+        for (int64_t i = vector_end; i < size; ++i) {
+            float level = (float)l[i], gm = g[i] * m;
+            dot += g[i] * (level * s);
+            code += gm * level;
+            if (gw) {
+                float share = largest ? (gm * s) / top : gm;
+                gw[i] = accumulate ? gw[i] + share : share;
+            }
+        }
+        for (int j = 0; j < LANES; ++j) {
+            dot += dots[j];
+            code += codes[j];
+        }
+        if (grad_mask) grad_mask[c * grad_mask_stride] = (float)dot;
+        if (grad_scale) grad_scale[c] = (float)code;
     }
 }
 """

@@ -52,12 +52,18 @@ _SIGNATURES: dict[str, tuple[object, tuple[object, ...]]] = {
     **{f"backward_{code}": (ctypes.c_double, (_POINTER, _POINTER, _POINTER, ctypes.c_int64) + (ctypes.c_float,) * 3)
        for code in ("int8", "uint8")},
     "quantize_int_weight": (ctypes.c_float, (_POINTER, _POINTER, ctypes.c_int64) + (ctypes.c_float,) * 2),
+    "int_weight_levels": (ctypes.c_float, (_POINTER, _POINTER, ctypes.c_int64) + (ctypes.c_float,) * 2),
     "quantize_ternary": (None, (_POINTER,) * 6 + (ctypes.c_int64, ctypes.c_int64)),
     "ternary_backward": (None, (_POINTER,) * 6 + (ctypes.c_int64, ctypes.c_int64)),
     "mix_dense_forward": (None, (_POINTER, _POINTER, ctypes.c_int64, _POINTER, ctypes.c_int, ctypes.c_int64,
                                  ctypes.c_int64)),
     "mix_dense_backward": (None, (_POINTER, _POINTER, _POINTER, ctypes.c_int64, _POINTER, _POINTER,
                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)),
+    "mix_levels_forward": (None, (_POINTER, _POINTER, ctypes.c_int64, _POINTER, ctypes.c_int64, _POINTER,
+                                  ctypes.c_int, ctypes.c_int64, ctypes.c_int64)),
+    "levels_backward": (None, (_POINTER, _POINTER, _POINTER, ctypes.c_int64, _POINTER, _POINTER, ctypes.c_int64,
+                               _POINTER, ctypes.c_int, _POINTER, ctypes.c_int64, _POINTER, ctypes.c_int64,
+                               ctypes.c_int64)),
 }
 #: The 1-byte code dtypes the activation kernels write, by kernel name suffix.
 _CODE_SUFFIX = {torch.int8: "int8", torch.uint8: "uint8"}
@@ -212,17 +218,25 @@ def quantize_int_weight(weight: torch.Tensor, low: int, high: int) -> torch.Tens
     return out
 
 
-def quantize_ternary(weight: torch.Tensor, delta: torch.Tensor,
-                     scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def int_weight_levels(weight: torch.Tensor, low: int, high: int) -> tuple[torch.Tensor, float]:
+    """:func:`quantize_int_weight`'s levels as int8 (``-128 <= low``, ``high <= 127``) and its scale."""
+    levels = torch.empty(weight.shape, dtype=torch.int8)
+    scale = _kernels().int_weight_levels(_pointer(weight), _pointer(levels), weight.numel(), low, high)
+    return levels, scale
+
+
+def quantize_ternary(weight: torch.Tensor, delta: torch.Tensor, scale: torch.Tensor,
+                     values: bool = True) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Per output channel ``c`` of ``weight`` ``[C, n]``: ``h = sign(w) * [|w| > delta[c]]``; returns
-    ``(h * scale[c], h as int8, max(max |w|, 1e-12) as [C, 1])`` in one pass (``delta``, ``scale``:
-    ``C`` contiguous floats each)."""
+    ``(h * scale[c] (None unless values), h as int8, max(max |w|, 1e-12) as [C, 1])`` in one pass
+    (``delta``, ``scale``: ``C`` contiguous floats each)."""
     channels, size = weight.shape
-    out = torch.empty_like(weight)
+    out = torch.empty_like(weight) if values else None
     hard = torch.empty(weight.shape, dtype=torch.int8)
     largest = torch.empty(channels, 1)
-    _kernels().quantize_ternary(_pointer(weight), _pointer(delta), _pointer(scale), _pointer(out),
-                                _pointer(hard), _pointer(largest), channels, size)
+    _kernels().quantize_ternary(_pointer(weight), _pointer(delta), _pointer(scale),
+                                None if out is None else _pointer(out), _pointer(hard), _pointer(largest), channels,
+                                size)
     return out, hard, largest
 
 
@@ -268,3 +282,37 @@ def mix_dense_backward(grad: torch.Tensor, term: torch.Tensor, mask: torch.Tenso
         None if grad_term is None else _pointer(grad_term), None if grad_mask is None else _column(grad_mask, column),
         0 if grad_mask is None else grad_mask.stride(0), channels, term.numel() // channels)
     return grad_term
+
+
+def mix_levels_forward(levels: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor, column: int,
+                       mixed: torch.Tensor | None) -> torch.Tensor:
+    """:func:`mix_dense_forward` of the term ``levels * scale`` (``levels``: int8 in the layer's weight
+    shape; ``scale``: ``[C]`` or one float32 value), without decoding it into a tensor first."""
+    out = torch.empty(levels.shape) if mixed is None else mixed
+    channels = levels.shape[0]
+    _kernels().mix_levels_forward(_pointer(levels), _pointer(scale), int(scale.numel() > 1), _column(mask, column),
+                                  mask.stride(0), _pointer(out), int(mixed is not None), channels,
+                                  levels.numel() // channels)
+    return out
+
+
+def levels_backward(grad: torch.Tensor, levels: torch.Tensor, scale: torch.Tensor, largest: torch.Tensor | None,
+                    mask: torch.Tensor, column: int, grad_weight: torch.Tensor | None, need_weight: bool,
+                    grad_mask: torch.Tensor | None, need_scale: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The backward of :func:`mix_levels_forward` and of the quantizer that encoded the term, in one
+    pass: writes ``grad_mask[:, column]`` (when given) and returns the shared weight's gradient (added
+    into ``grad_weight`` when given and ``need_weight``) and the per-channel scale's ``[C]`` (when
+    ``need_scale``). ``largest`` None: the int quantizer's identity gradient; else the ternary one's."""
+    channels = levels.shape[0]
+    if need_weight and grad_weight is None:
+        grad_weight, accumulate = torch.empty(levels.shape), 0
+    else:
+        accumulate = 1
+    grad_scale = torch.empty(channels) if need_scale else None
+    _kernels().levels_backward(
+        _pointer(grad), _pointer(levels), _pointer(scale), int(scale.numel() > 1),
+        None if largest is None else _pointer(largest), _column(mask, column), mask.stride(0),
+        _pointer(grad_weight) if need_weight else None, accumulate,
+        None if grad_mask is None else _column(grad_mask, column), 0 if grad_mask is None else grad_mask.stride(0),
+        None if grad_scale is None else _pointer(grad_scale), channels, levels.numel() // channels)
+    return grad_weight, grad_scale

@@ -8,10 +8,11 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from .alternatives import Alternative, mix_weights, run_dense, run_dense_quantized
+from .alternatives import Alternative, run_dense, run_dense_quantized
 from .assignment import Assignment, contiguous_mask
 from .layer_spec import LayerSpec
 from .quantizers import freeze
+from .weight_mix import mix_weights
 from .weight_quantizers import IntegerWeight
 
 

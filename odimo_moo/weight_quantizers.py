@@ -134,7 +134,8 @@ class TernaryWeightQuantizer(nn.Module):
         self.log_scale.copy_(mean_kept.clamp_min(1e-8).log())
         self.initialized.fill_(True)
 
-    def _ensure_initialized(self, weight: torch.Tensor) -> None:
+    def ensure_initialized(self, weight: torch.Tensor) -> None:
+        """Initialize the scale from ``weight`` unless done (the first forward does it)."""
         if not self._known_initialized:
             if not bool(self.initialized):
                 self._initialize(weight)
@@ -146,7 +147,7 @@ class TernaryWeightQuantizer(nn.Module):
         return channel_scale_of(self.log_scale, self.power_of_two)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        self._ensure_initialized(weight)
+        self.ensure_initialized(weight)
         return _FakeQuantizeTernary.apply(weight, self.log_scale, self.threshold, self.power_of_two)
 
     def reference_forward(self, weight: torch.Tensor) -> torch.Tensor:
@@ -155,19 +156,31 @@ class TernaryWeightQuantizer(nn.Module):
         Same gradients; the values agree up to the last bit of the straight-through sum (the fused
         forward gives exactly ``{-1, 0, +1} * scale``).
         """
-        self._ensure_initialized(weight)
+        self.ensure_initialized(weight)
         shape = (-1,) + (1,) * (weight.dim() - 1)
         return self.levels(weight) * self.channel_scale().view(shape)
 
     @torch.no_grad()
     def integer_weight(self, weight: torch.Tensor) -> "IntegerWeight":
         """:meth:`forward`'s values as levels in ``{-1, 0, +1}`` times the per-output-channel scale (exactly)."""
-        self._ensure_initialized(weight)
+        self.ensure_initialized(weight)
         flat = weight.reshape(weight.shape[0], -1)
         magnitude = flat.abs()
         hard = torch.sign(flat).mul_(magnitude > self.threshold * magnitude.mean(dim=1, keepdim=True))
         scale = self.channel_scale().to(weight.dtype)
         return IntegerWeight(hard.view(weight.shape).to(torch.int8), scale, 2, "ternary")
+
+
+def ternary_levels(weight: torch.Tensor, log_scale: torch.Tensor, threshold: float, power_of_two: bool,
+                   values: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ternary quantizer's compiled forward (no gradient; contiguous float32 CPU weight, see
+    :func:`native_kernels.applies`): ``(levels * scale as [C, n] (None unless values), levels as int8
+    [C, n], max(max |w|, 1e-12) per channel [C, 1], the channel scale in use [C])``."""
+    with torch.no_grad():
+        scale = channel_scale_of(log_scale, power_of_two)
+        flat = weight.reshape(weight.shape[0], -1)
+        delta = threshold * flat.abs().mean(dim=1, keepdim=True)
+        return (*native_kernels.quantize_ternary(flat, delta, scale, values=values), scale)
 
 
 class _FakeQuantizeTernary(torch.autograd.Function):
@@ -183,16 +196,16 @@ class _FakeQuantizeTernary(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight: torch.Tensor, log_scale: torch.Tensor, threshold: float,  # type: ignore[override]
                 power_of_two: bool) -> torch.Tensor:
+        ctx.shape = weight.shape
+        if native_kernels.applies(weight):
+            # One compiled pass (the ternary levels kept as int8); the same values.
+            out, hard, largest, scale = ternary_levels(weight, log_scale, threshold, power_of_two, values=True)
+            ctx.save_for_backward(hard, largest, scale)
+            return out.view(weight.shape)
         scale = channel_scale_of(log_scale, power_of_two)
         flat = weight.reshape(weight.shape[0], -1)
         magnitude = flat.abs()
         delta = threshold * magnitude.mean(dim=1, keepdim=True)
-        ctx.shape = weight.shape
-        if native_kernels.applies(flat, delta, scale):
-            # One compiled pass (the ternary levels kept as int8); the same values.
-            out, hard, largest = native_kernels.quantize_ternary(flat, delta, scale)
-            ctx.save_for_backward(hard, largest, scale)
-            return out.view(weight.shape)
         hard = torch.sign(flat).mul_(magnitude > delta)
         largest = magnitude.amax(dim=1, keepdim=True).clamp_min_(1e-12)
         ctx.save_for_backward(hard, largest, scale)

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from odimo_moo import native_kernels
-from odimo_moo.alternatives import WeightTerm, mix_weights, run_dense_quantized
+from odimo_moo.alternatives import run_dense_quantized
+from odimo_moo.weight_mix import WeightTerm, encoded_term, mix_weights
 from odimo_moo.models.mobilenet import mobilenetv1_darkside
 from odimo_moo.models.resnet import resnet8
 from odimo_moo.quantizers import ActivationQuantizer, PowerOfTwoActivationQuantizer, coded_levels
@@ -160,6 +161,40 @@ def test_mix_backward_kernel_equals_eager(kinds):
     torch.testing.assert_close(grads_native[0], grads_eager[0], rtol=1e-5, atol=1e-5)
     for a, b in zip(grads_native[1:], grads_eager[1:]):
         assert torch.equal(a, b)
+
+
+@needs_kernels
+@pytest.mark.parametrize("hard", [True, False])
+def test_encoded_terms_equal_quantizing_then_mixing(hard):
+    """An int8 and a ternary term quantized inside the mix (1-byte levels and scales) give the values
+    and gradients of the quantizers' outputs mixed as dense terms; the scale's gradient is a sum."""
+    generator = torch.Generator().manual_seed(11)
+    channels, shape = 8, (8, 5, 3, 3)
+    weight = torch.randn(shape, generator=generator)
+    weight.view(-1)[:3] = torch.tensor([0.0, 2.5, -2.5]) * weight.abs().max() / 127  # ties of the rounding
+    if hard:
+        mask = F.one_hot(torch.randint(0, 2, (channels,), generator=generator), 2).float()
+    else:
+        mask = torch.softmax(torch.randn(2, channels, generator=generator), 0).t()
+    integer, ternary = IntWeightQuantizer(8), TernaryWeightQuantizer(channels, power_of_two=True)
+    ternary.ensure_initialized(weight)
+    upstream = torch.randn(shape, generator=generator)
+
+    def run(encoded: bool):
+        w, m = weight.clone().requires_grad_(), mask.clone().requires_grad_()
+        if encoded:
+            terms = [WeightTerm("int", w, None, (8,)), WeightTerm("ternary", w, ternary.log_scale, (0.7, True))]
+        else:
+            terms = [WeightTerm("dense", integer(w)), WeightTerm("dense", ternary(w))]
+        mixed = mix_weights(m, terms, torch.Size(shape))
+        return mixed, torch.autograd.grad((mixed * upstream).sum(), (w, m, ternary.log_scale))
+
+    (mixed, grads), (mixed_dense, grads_dense) = run(True), run(False)
+    assert torch.equal(mixed, mixed_dense)
+    assert torch.equal(grads[0], grads_dense[0]) and torch.equal(grads[1], grads_dense[1])
+    torch.testing.assert_close(grads[2], grads_dense[2], rtol=1e-6, atol=1e-7)
+    native_kernels.set_enabled(False)
+    assert encoded_term(integer, weight) is None and encoded_term(ternary, weight) is None
 
 
 @needs_kernels

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import odimo_moo.quantizers as quantizers
-from odimo_moo.alternatives import WeightTerm, mix_weights, run_dense, run_dense_quantized
+from odimo_moo.alternatives import run_dense, run_dense_quantized
+from odimo_moo.weight_mix import WeightTerm, mix_weights
 from odimo_moo.assignment import ThermometricAssignment
 from odimo_moo.models.mobilenet import mobilenetv1_darkside
 from odimo_moo.models.resnet import resnet8
