@@ -109,8 +109,9 @@ float quantize_int_weight(const float *restrict w, float *restrict out, int64_t 
     float top = absolute_max(w, n);
     int exponent;
     float mantissa = frexpf((top < 1e-12f ? 1e-12f : top) / high, &exponent);
-    float scale = ldexpf(1.0f, mantissa == 0.5f ? exponent - 1 : exponent);
-    for (int64_t i = 0; i < n; ++i) out[i] = clamp_level(rintf(w[i] / scale), low, high) * scale;
+    float scale = ldexpf(1.0f, mantissa == 0.5f ? exponent - 1 : exponent), inverse = 1.0f / scale;
+    /* w * inverse is w / scale exactly: scale is a power of two (and so is its reciprocal) */
+    for (int64_t i = 0; i < n; ++i) out[i] = clamp_level(rintf(w[i] * inverse), low, high) * scale;
     return scale;
 }
 
@@ -119,8 +120,8 @@ float int_weight_levels(const float *restrict w, int8_t *restrict levels, int64_
     float top = absolute_max(w, n);
     int exponent;
     float mantissa = frexpf((top < 1e-12f ? 1e-12f : top) / high, &exponent);
-    float scale = ldexpf(1.0f, mantissa == 0.5f ? exponent - 1 : exponent);
-    for (int64_t i = 0; i < n; ++i) levels[i] = (int8_t)clamp_level(rintf(w[i] / scale), low, high);
+    float scale = ldexpf(1.0f, mantissa == 0.5f ? exponent - 1 : exponent), inverse = 1.0f / scale;
+    for (int64_t i = 0; i < n; ++i) levels[i] = (int8_t)clamp_level(rintf(w[i] * inverse), low, high);
     return scale;
 }
 

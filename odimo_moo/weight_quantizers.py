@@ -92,6 +92,8 @@ def channel_scale_of(log_scale: torch.Tensor, power_of_two: bool) -> torch.Tenso
     if not power_of_two:
         return log_scale.exp()
     exponent = log_scale / math.log(2.0)
+    if not (torch.is_grad_enabled() and log_scale.requires_grad):
+        return torch.exp2(exponent.round_())  # the same value, no straight-through terms to record
     return torch.exp2(exponent.detach().round() + (exponent - exponent.detach()))  # exactly 2^round
 
 
