@@ -42,7 +42,8 @@ class Alternative(nn.Module, ABC):
     def weight_term(self, shared_weight: torch.Tensor) -> WeightTerm:
         """This alternative's weight for the folded forward (default: :meth:`dense_weight`).
 
-        Alternatives whose dense weight is mostly zeros override it with a compact form.
+        Alternatives whose dense weight is mostly zeros override it with a compact form, and those the
+        mix can quantize itself hand over an encoded term (:mod:`odimo_moo.weight_mix`).
         """
         return WeightTerm("dense", self.dense_weight(shared_weight))
 
@@ -101,7 +102,8 @@ class SameOpAlternative(Alternative):
 
     def shares_term_with(self, other: Alternative) -> bool:
         # Two units running the layer's own op in the same weight format (e.g. an int8 CPU and an int8 NPU).
-        return type(self) is type(other) is SameOpAlternative and same_quantization(self.weight_quantizer, other.weight_quantizer)
+        return (type(self) is type(other) is SameOpAlternative
+                and same_quantization(self.weight_quantizer, other.weight_quantizer))
 
     @torch.no_grad()
     def export(self, source: nn.Module, shared_weight: torch.Tensor, bias: torch.Tensor | None,

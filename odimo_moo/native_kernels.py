@@ -12,7 +12,10 @@ float rounding):
 * :func:`quantize_int_weight`, :func:`quantize_ternary` / :func:`ternary_backward`: the weight
   quantizers (the ternary scale's gradient is a sum);
 * :func:`mix_dense_forward` / :func:`mix_dense_backward`: a dense term of the weight mix (the mask
-  gradient is a sum).
+  gradient is a sum);
+* :func:`int_weight_levels`, :func:`mix_levels_forward` / :func:`levels_backward`: an encoded term of
+  the weight mix (:mod:`odimo_moo.weight_mix`), mixed from 1-byte levels; one backward pass gives the
+  mask column, the shared weight's gradient and the scale's (sums).
 
 The C source is compiled once per machine with the system's C compiler (``cc``, or ``$CC``) into
 a per-user cache folder, in under a second, and loaded with :mod:`ctypes` (no torch headers, no
@@ -298,7 +301,8 @@ def mix_levels_forward(levels: torch.Tensor, scale: torch.Tensor, mask: torch.Te
 
 def levels_backward(grad: torch.Tensor, levels: torch.Tensor, scale: torch.Tensor, largest: torch.Tensor | None,
                     mask: torch.Tensor, column: int, grad_weight: torch.Tensor | None, need_weight: bool,
-                    grad_mask: torch.Tensor | None, need_scale: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                    grad_mask: torch.Tensor | None,
+                    need_scale: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The backward of :func:`mix_levels_forward` and of the quantizer that encoded the term, in one
     pass: writes ``grad_mask[:, column]`` (when given) and returns the shared weight's gradient (added
     into ``grad_weight`` when given and ``need_weight``) and the per-channel scale's ``[C]`` (when
