@@ -172,8 +172,12 @@ def applies(*tensors: torch.Tensor) -> bool:
     """Whether the kernels take these tensors: contiguous float32 on the CPU, kernels active, and torch
     on one CPU thread (the training commands' default; the kernels are single-threaded, and with more
     threads torch's own elementwise ops run in parallel)."""
-    return (all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
-            and torch.get_num_threads() == 1 and active())
+    if torch.get_num_threads() != 1 or not active():
+        return False
+    for tensor in tensors:  # a plain loop: this runs several times per layer and step
+        if tensor.dtype is not torch.float32 or tensor.device.type != "cpu" or not tensor.is_contiguous():
+            return False
+    return True
 
 
 def activation_code_dtype(levels: int, signed: bool) -> torch.dtype | None:
@@ -189,8 +193,8 @@ def takes_code(code: torch.Tensor) -> bool:
     return code.dtype in _CODE_SUFFIX
 
 
-def _pointer(tensor: torch.Tensor) -> int:
-    return tensor.data_ptr()
+#: A tensor's address (the method itself: no Python frame per argument of every kernel call).
+_pointer = torch.Tensor.data_ptr
 
 
 def quantize_activation(x: torch.Tensor, step: float, low: float, high: float,
