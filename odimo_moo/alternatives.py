@@ -134,8 +134,10 @@ class DepthwiseAlternative(Alternative):
         return dense
 
     def weight_term(self, shared_weight: torch.Tensor) -> WeightTerm:
-        # Only the diagonal [c, c] of the dense form is non-zero: hand over just the kernels.
-        return WeightTerm("diagonal", self.weight_quantizer(self.weight)[:, 0])
+        # Only the diagonal [c, c] of the dense form is non-zero: hand over just the kernels (encoded
+        # where the compiled mix quantizes them itself).
+        return (encoded_term(self.weight_quantizer, self.weight, diagonal=True)
+                or WeightTerm("diagonal", self.weight_quantizer(self.weight)[:, 0]))
 
     @torch.no_grad()
     def export(self, source: nn.Module, shared_weight: torch.Tensor, bias: torch.Tensor | None,

@@ -224,33 +224,39 @@ void mix_dense_backward(const float *restrict grad, const float *restrict term, 
 }
 
 /* An encoded term of the weight mix: its weight is levels[c, i] * scale[c] (scale_stride 0: one scale).
-   mixed (+)= that * mask[c], as mix_dense_forward on the decoded term. */
+   mixed (+)= that * mask[c], as mix_dense_forward on the decoded term; rows of `mixed` are row_stride
+   apart (a depthwise term's kernels sit on the diagonal of a dense weight: (channels + 1) * size),
+   where the eager diagonal term adds the product (no fused multiply-add). */
 void mix_levels_forward(const int8_t *restrict levels, const float *restrict scale, int64_t scale_stride,
                         const float *restrict mask, int64_t mask_stride, float *restrict mixed, int accumulate,
-                        int64_t channels, int64_t size) {
+                        int64_t row_stride, int64_t channels, int64_t size) {
+    int diagonal = row_stride != size;
     for (int64_t c = 0; c < channels; ++c) {
         const int8_t *l = levels + c * size;
-        float *out = mixed + c * size, s = scale[c * scale_stride], m = mask[c * mask_stride];
-        if (accumulate)
+        float *out = mixed + c * row_stride, s = scale[c * scale_stride], m = mask[c * mask_stride];
+        if (diagonal)
+            for (int64_t i = 0; i < size; ++i) out[i] = out[i] + ((float)l[i] * s) * m;
+        else if (accumulate)
             for (int64_t i = 0; i < size; ++i) out[i] = fmaf((float)l[i] * s, m, out[i]);
         else
             for (int64_t i = 0; i < size; ++i) out[i] = ((float)l[i] * s) * m;
     }
 }
 
-/* The backward of one encoded term of the mix, for the mixed weight's gradient g:
+/* The backward of one encoded term of the mix, for the mixed weight's gradient g (rows row_stride apart):
    grad_mask[c] = sum_i g * (levels * scale[c]) (as mix_dense_backward on the decoded term);
    the shared weight's gradient (+)= g * m[c] (largest NULL: the int quantizer's straight-through
    identity) or (g * m[c] * scale[c]) / largest[c] (the ternary quantizer's, as ternary_backward);
    grad_scale[c] = sum_i (g * m[c]) * levels (as ternary_backward). NULL outputs are skipped. */
-void levels_backward(const float *restrict grad, const int8_t *restrict levels, const float *restrict scale,
-                     int64_t scale_stride, const float *restrict largest, const float *restrict mask,
-                     int64_t mask_stride, float *restrict grad_weight, int accumulate, float *restrict grad_mask,
-                     int64_t grad_mask_stride, float *restrict grad_scale, int64_t channels, int64_t size) {
+void levels_backward(const float *restrict grad, int64_t row_stride, const int8_t *restrict levels,
+                     const float *restrict scale, int64_t scale_stride, const float *restrict largest,
+                     const float *restrict mask, int64_t mask_stride, float *restrict grad_weight, int accumulate,
+                     float *restrict grad_mask, int64_t grad_mask_stride, float *restrict grad_scale,
+                     int64_t channels, int64_t size) {
     float widened[BLOCK];
     int64_t vector_end = size - size % LANES;
     for (int64_t c = 0; c < channels; ++c) {
-        const float *g = grad + c * size;
+        const float *g = grad + c * row_stride;
         const int8_t *l = levels + c * size;
         float *gw = grad_weight ? grad_weight + c * size : 0;
         float s = scale[c * scale_stride], m = mask[c * mask_stride], top = largest ? largest[c] : 1.0f;

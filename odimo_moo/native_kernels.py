@@ -63,10 +63,10 @@ _SIGNATURES: dict[str, tuple[object, tuple[object, ...]]] = {
     "mix_dense_backward": (None, (_POINTER, _POINTER, _POINTER, ctypes.c_int64, _POINTER, _POINTER,
                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)),
     "mix_levels_forward": (None, (_POINTER, _POINTER, ctypes.c_int64, _POINTER, ctypes.c_int64, _POINTER,
-                                  ctypes.c_int, ctypes.c_int64, ctypes.c_int64)),
-    "levels_backward": (None, (_POINTER, _POINTER, _POINTER, ctypes.c_int64, _POINTER, _POINTER, ctypes.c_int64,
-                               _POINTER, ctypes.c_int, _POINTER, ctypes.c_int64, _POINTER, ctypes.c_int64,
-                               ctypes.c_int64)),
+                                  ctypes.c_int) + (ctypes.c_int64,) * 3),
+    "levels_backward": (None, (_POINTER, ctypes.c_int64, _POINTER, _POINTER, ctypes.c_int64, _POINTER, _POINTER,
+                               ctypes.c_int64, _POINTER, ctypes.c_int, _POINTER, ctypes.c_int64, _POINTER,
+                               ctypes.c_int64, ctypes.c_int64)),
 }
 #: The 1-byte code dtypes the activation kernels write, by kernel name suffix.
 _CODE_SUFFIX = {torch.int8: "int8", torch.uint8: "uint8"}
@@ -292,35 +292,43 @@ def mix_dense_backward(grad: torch.Tensor, term: torch.Tensor, mask: torch.Tenso
 
 
 def mix_levels_forward(levels: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor, column: int,
-                       mixed: torch.Tensor | None) -> torch.Tensor:
-    """:func:`mix_dense_forward` of the term ``levels * scale`` (``levels``: int8 in the layer's weight
-    shape; ``scale``: ``[C]`` or one float32 value), without decoding it into a tensor first."""
-    out = torch.empty(levels.shape) if mixed is None else mixed
-    channels = levels.shape[0]
-    _kernels().mix_levels_forward(_pointer(levels), _pointer(scale), int(scale.numel() > 1), _column(mask, column),
-                                  mask.stride(0), _pointer(out), int(mixed is not None), channels,
-                                  levels.numel() // channels)
-    return out
+                       mixed: torch.Tensor | None, shape: torch.Size, diagonal: bool) -> torch.Tensor:
+    """:func:`mix_dense_forward` of the term ``levels * scale`` (``levels``: int8 ``[C, ...]``; ``scale``:
+    ``[C]`` or one float32 value) into a weight of ``shape``, without decoding the term first: levels in
+    ``shape``, or with ``diagonal`` a depthwise term's ``[C, kh, kw]`` kernels on the diagonal of a
+    ``[C, C, kh, kw]`` shape (added as the eager diagonal term adds)."""
+    channels, size = levels.shape[0], levels.numel() // levels.shape[0]
+    if mixed is None:
+        mixed = torch.zeros(shape) if diagonal else torch.empty(shape)
+        accumulate = int(diagonal)
+    else:
+        accumulate = 1
+    _kernels().mix_levels_forward(levels.data_ptr(), scale.data_ptr(), int(scale.numel() > 1), _column(mask, column),
+                                  mask.stride(0), mixed.data_ptr(), accumulate,
+                                  (channels + 1) * size if diagonal else size, channels, size)
+    return mixed
 
 
 def levels_backward(grad: torch.Tensor, levels: torch.Tensor, scale: torch.Tensor, largest: torch.Tensor | None,
-                    mask: torch.Tensor, column: int, grad_weight: torch.Tensor | None, need_weight: bool,
-                    grad_mask: torch.Tensor | None,
+                    mask: torch.Tensor, column: int, diagonal: bool, grad_weight: torch.Tensor | None,
+                    need_weight: bool, grad_mask: torch.Tensor | None,
                     need_scale: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The backward of :func:`mix_levels_forward` and of the quantizer that encoded the term, in one
-    pass: writes ``grad_mask[:, column]`` (when given) and returns the shared weight's gradient (added
-    into ``grad_weight`` when given and ``need_weight``) and the per-channel scale's ``[C]`` (when
-    ``need_scale``). ``largest`` None: the int quantizer's identity gradient; else the ternary one's."""
-    channels = levels.shape[0]
+    pass over the mixed weight's gradient ``grad`` (its diagonal for a ``diagonal`` term):
+    writes ``grad_mask[:, column]`` (when given) and returns the encoded weight's gradient, in the
+    levels' shape (added into ``grad_weight`` when given and ``need_weight``), and the per-channel
+    scale's ``[C]`` (when ``need_scale``). ``largest`` None: the int quantizer's identity gradient;
+    else the ternary one's."""
+    channels, size = levels.shape[0], levels.numel() // levels.shape[0]
     if need_weight and grad_weight is None:
         grad_weight, accumulate = torch.empty(levels.shape), 0
     else:
         accumulate = 1
     grad_scale = torch.empty(channels) if need_scale else None
     _kernels().levels_backward(
-        _pointer(grad), _pointer(levels), _pointer(scale), int(scale.numel() > 1),
-        None if largest is None else _pointer(largest), _column(mask, column), mask.stride(0),
-        _pointer(grad_weight) if need_weight else None, accumulate,
+        grad.data_ptr(), (channels + 1) * size if diagonal else size, levels.data_ptr(), scale.data_ptr(),
+        int(scale.numel() > 1), None if largest is None else largest.data_ptr(), _column(mask, column), mask.stride(0),
+        grad_weight.data_ptr() if need_weight else None, accumulate,
         None if grad_mask is None else _column(grad_mask, column), 0 if grad_mask is None else grad_mask.stride(0),
-        None if grad_scale is None else _pointer(grad_scale), channels, levels.numel() // channels)
+        None if grad_scale is None else grad_scale.data_ptr(), channels, size)
     return grad_weight, grad_scale

@@ -4,7 +4,8 @@
 term is what an alternative hands over (:class:`WeightTerm`): its quantized weight as a tensor
 (``dense``), the per-channel kernels of a depthwise conv written as a dense one (``diagonal``), or,
 on the compiled path, the shared weight itself with the quantizer to apply (``int``, ``ternary``:
-*encoded* terms). An encoded term is quantized inside the node into 1-byte levels and a scale and
+*encoded* terms, dense or, for a depthwise alternative's own kernels, on the diagonal). An encoded
+term is quantized inside the node into 1-byte levels and a scale and
 mixed from them; its backward gives the mask column, the shared weight's gradient and the scale's in
 one pass per term, with the values and gradients of quantizing first and mixing after (the mask and
 scale gradients are sums, accumulated in the kernels' order).
@@ -30,28 +31,31 @@ class WeightTerm(NamedTuple):
 
     ``dense``: ``tensor`` in the searched layer's weight shape. ``diagonal``: per-channel kernels
     ``[C, kh, kw]`` that sit at ``[c, c]`` of a ``[C, C, kh, kw]`` weight, zeros elsewhere. ``int`` /
-    ``ternary``: ``tensor`` is the shared weight and the term is its :class:`IntWeightQuantizer`
-    (``options`` ``(bits,)``) or :class:`TernaryWeightQuantizer` (``scale_parameter`` its
-    ``log_scale``, ``options`` ``(threshold, power_of_two)``) output; see :func:`encoded_term`.
+    ``ternary``: the term is ``tensor`` (the shared weight, or with ``diagonal`` a depthwise
+    alternative's ``[C, 1, kh, kw]`` kernels) through an :class:`IntWeightQuantizer` (``options``
+    ``(bits,)``) or a :class:`TernaryWeightQuantizer` (``scale_parameter`` its ``log_scale``,
+    ``options`` ``(threshold, power_of_two)``); see :func:`encoded_term`.
     """
 
     kind: str
     tensor: torch.Tensor
     scale_parameter: torch.Tensor | None = None
     options: tuple = ()
+    diagonal: bool = False
 
 
-def encoded_term(quantizer: nn.Module, weight: torch.Tensor) -> WeightTerm | None:
-    """``quantizer(weight)`` as an encoded term, where the compiled mix can quantize it itself (an
-    8-bit-or-narrower :class:`IntWeightQuantizer`, an initialized :class:`TernaryWeightQuantizer`, on a
-    weight the kernels take); None otherwise."""
+def encoded_term(quantizer: nn.Module, weight: torch.Tensor, diagonal: bool = False) -> WeightTerm | None:
+    """``quantizer(weight)`` as an encoded term (``diagonal``: a depthwise alternative's kernels), where
+    the compiled mix can quantize it itself (an 8-bit-or-narrower :class:`IntWeightQuantizer` or a
+    :class:`TernaryWeightQuantizer`, on a weight the kernels take); None otherwise."""
     if not native_kernels.applies(weight):
         return None
     if type(quantizer) is IntWeightQuantizer and quantizer.bits <= 8:
-        return WeightTerm("int", weight, None, (quantizer.bits,))
+        return WeightTerm("int", weight, None, (quantizer.bits,), diagonal)
     if type(quantizer) is TernaryWeightQuantizer:
         quantizer.ensure_initialized(weight)
-        return WeightTerm("ternary", weight, quantizer.log_scale, (quantizer.threshold, quantizer.power_of_two))
+        return WeightTerm("ternary", weight, quantizer.log_scale, (quantizer.threshold, quantizer.power_of_two),
+                          diagonal)
     return None
 
 
@@ -74,7 +78,7 @@ def mix_weights(mask: torch.Tensor, terms: Sequence[WeightTerm], shape: torch.Si
         inputs.append(tensor)
         return len(inputs) - 1
 
-    plan = tuple((t.kind, slot(t.tensor), slot(t.scale_parameter), t.options) for t in terms)
+    plan = tuple((t.kind, slot(t.tensor), slot(t.scale_parameter), t.options, t.diagonal) for t in terms)
     return _MixWeights.apply(mask, plan, shape, *inputs)
 
 
@@ -107,14 +111,14 @@ class _MixWeights(torch.autograd.Function):
         mixed = None
         native = mask.dtype == torch.float32 and native_kernels.applies(*inputs)
         encodings = []
-        for k, (kind, index, scale_index, options) in enumerate(plan):
+        for k, (kind, index, scale_index, options, diagonal) in enumerate(plan):
             tensor = inputs[index]
             if kind in ENCODED_KINDS:
                 if not native:
                     raise ValueError(f"a {kind!r} weight term needs the compiled kernels and a float32 mask")
                 levels, scale, largest = _encode(kind, tensor, None if scale_index is None else inputs[scale_index],
                                                  options)
-                mixed = native_kernels.mix_levels_forward(levels, scale, mask, k, mixed)
+                mixed = native_kernels.mix_levels_forward(levels, scale, mask, k, mixed, shape, diagonal)
                 encodings.append((levels, scale, largest))
             elif kind == "dense" and native:
                 mixed = native_kernels.mix_dense_forward(tensor, mask, k, mixed)
@@ -145,14 +149,15 @@ class _MixWeights(torch.autograd.Function):
         channels = mask.shape[0]
         native = mask.dtype == torch.float32 and native_kernels.applies(grad)
         encoded = iter(ctx.has_largest)
-        for k, (kind, index, scale_index, _) in enumerate(ctx.plan):
+        for k, (kind, index, scale_index, _, diagonal) in enumerate(ctx.plan):
             tensor = inputs[index]
             if kind in ENCODED_KINDS:
                 levels, scale = next(saved), next(saved)
                 largest = next(saved) if next(encoded) else None
                 need_scale = scale_index is not None and need[scale_index]
                 grads[index], grad_scale = native_kernels.levels_backward(
-                    grad, levels, scale, largest, mask, k, grads[index], need[index], grad_mask, need_scale)
+                    grad, levels, scale, largest, mask, k, diagonal, grads[index], need[index], grad_mask,
+                    need_scale)
                 if need_scale:
                     grads[scale_index] = _added(grads[scale_index], grad_scale.mul_(scale))
                 continue

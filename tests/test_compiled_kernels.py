@@ -165,13 +165,16 @@ def test_mix_backward_kernel_equals_eager(kinds):
 
 @needs_kernels
 @pytest.mark.parametrize("hard", [True, False])
-def test_encoded_terms_equal_quantizing_then_mixing(hard):
-    """An int8 and a ternary term quantized inside the mix (1-byte levels and scales) give the values
-    and gradients of the quantizers' outputs mixed as dense terms; the scale's gradient is a sum."""
+@pytest.mark.parametrize("second", ["ternary", "depthwise int8"])
+def test_encoded_terms_equal_quantizing_then_mixing(hard, second):
+    """An int8 term and a ternary term (DIANA), or a depthwise int8 term on the diagonal (Darkside),
+    quantized inside the mix (1-byte levels and scales) give the values and gradients of the
+    quantizers' outputs mixed as plain terms; the mask's and the scale's gradients are sums."""
     generator = torch.Generator().manual_seed(11)
-    channels, shape = 8, (8, 5, 3, 3)
+    channels, shape = 8, (8, 8, 3, 3)
     weight = torch.randn(shape, generator=generator)
     weight.view(-1)[:3] = torch.tensor([0.0, 2.5, -2.5]) * weight.abs().max() / 127  # ties of the rounding
+    kernels = torch.randn(channels, 1, 3, 3, generator=generator)
     if hard:
         mask = F.one_hot(torch.randint(0, 2, (channels,), generator=generator), 2).float()
     else:
@@ -181,18 +184,25 @@ def test_encoded_terms_equal_quantizing_then_mixing(hard):
     upstream = torch.randn(shape, generator=generator)
 
     def run(encoded: bool):
-        w, m = weight.clone().requires_grad_(), mask.clone().requires_grad_()
-        if encoded:
-            terms = [WeightTerm("int", w, None, (8,)), WeightTerm("ternary", w, ternary.log_scale, (0.7, True))]
+        w, d, m = weight.clone().requires_grad_(), kernels.clone().requires_grad_(), mask.clone().requires_grad_()
+        if second == "ternary":
+            terms = ([WeightTerm("int", w, None, (8,)), WeightTerm("ternary", w, ternary.log_scale, (0.7, True))]
+                     if encoded else [WeightTerm("dense", integer(w)), WeightTerm("dense", ternary(w))])
         else:
-            terms = [WeightTerm("dense", integer(w)), WeightTerm("dense", ternary(w))]
+            terms = ([WeightTerm("int", w, None, (8,)), WeightTerm("int", d, None, (8,), diagonal=True)]
+                     if encoded else [WeightTerm("dense", integer(w)), WeightTerm("diagonal", integer(d)[:, 0])])
         mixed = mix_weights(m, terms, torch.Size(shape))
-        return mixed, torch.autograd.grad((mixed * upstream).sum(), (w, m, ternary.log_scale))
+        return mixed, torch.autograd.grad((mixed * upstream).sum(), (w, d, m, ternary.log_scale), allow_unused=True)
 
-    (mixed, grads), (mixed_dense, grads_dense) = run(True), run(False)
-    assert torch.equal(mixed, mixed_dense)
-    assert torch.equal(grads[0], grads_dense[0]) and torch.equal(grads[1], grads_dense[1])
-    torch.testing.assert_close(grads[2], grads_dense[2], rtol=1e-6, atol=1e-7)
+    (mixed, grads), (mixed_plain, grads_plain) = run(True), run(False)
+    assert torch.equal(mixed, mixed_plain)
+    assert torch.equal(grads[0], grads_plain[0])
+    if second == "ternary":
+        assert torch.equal(grads[2], grads_plain[2])  # the same dot products, summed in the same order
+        torch.testing.assert_close(grads[3], grads_plain[3], rtol=1e-6, atol=1e-7)
+    else:
+        assert torch.equal(grads[1], grads_plain[1])
+        torch.testing.assert_close(grads[2], grads_plain[2], rtol=1e-5, atol=1e-6)  # the diagonal's: torch's order
     native_kernels.set_enabled(False)
     assert encoded_term(integer, weight) is None and encoded_term(ternary, weight) is None
 
