@@ -153,17 +153,25 @@ class SplitLayer(nn.Module):
         if self.fold:
             # ONE op over the per-channel mixture of the units' weights (quantizing the input, the
             # op and its backward in one autograd node when the input format allows).
-            terms = [self.alternatives[k].weight_term(weight) for k in self._term_units]
-            if self.term_merge is not None:
-                mask = mask @ self.term_merge.to(mask.dtype)
-            mixed = mix_weights(mask, terms, weight.shape)
-            return run_dense_quantized(self.layer, x, self.input_quantizers[0], mixed, bias)
+            return run_dense_quantized(self.layer, x, self.input_quantizers[0], self.folded_weight(mask), bias)
         shape = (1, -1) + (1,) * (x.dim() - 2)
         output = 0
         for k, (alt, quantizer) in enumerate(zip(self.alternatives, self.input_quantizers)):
             branch = run_dense(self.layer, quantizer(x), alt.dense_weight(weight), bias)
             output = output + mask[:, k].view(shape) * branch
         return output
+
+    def folded_weight(self, mask: torch.Tensor) -> torch.Tensor:
+        """The weight the folded forward runs under ``mask`` ``[C, K]``: every unit's quantized weight
+        mixed per output channel (:func:`odimo_moo.weight_mix.mix_weights`; units that share a weight
+        term add their mask columns). Folded layers only."""
+        if not self.fold:
+            raise ValueError("a layer that runs every unit's branch has no folded weight")
+        weight = self.layer.weight
+        terms = [self.alternatives[k].weight_term(weight) for k in self._term_units]
+        if self.term_merge is not None:
+            mask = mask @ self.term_merge.to(mask.dtype)
+        return mix_weights(mask, terms, weight.shape)
 
     @torch.no_grad()
     def export(self) -> "ExportedSplit":

@@ -401,3 +401,17 @@ def test_make_optimizer_falls_back_where_torch_has_no_fused_kernels():
 
     optimizer = make_optimizer("adam", [nn.Parameter(torch.zeros(3, device="meta"))], lr=0.01, weight_decay=0.0)
     assert not optimizer.defaults["fused"]
+
+
+def test_folded_weight_is_what_the_folded_forward_runs(socs):
+    folded, branches, x = _pair(socs, "diana", dtype=torch.float32)
+    name, layer = next(iter(folded.split_layers()))
+    captured = {}
+    handle = layer.register_forward_pre_hook(lambda module, args: captured.setdefault("input", args[0]))
+    folded(x)
+    handle.remove()
+    quantized = layer.input_quantizers[0](captured["input"])
+    torch.testing.assert_close(run_dense(layer.layer, quantized, layer.folded_weight(layer.mask()), layer.layer.bias),
+                               layer(captured["input"]), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="no folded weight"):
+        branches.split_layer(name).folded_weight(layer.mask())
