@@ -228,6 +228,21 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def with_kernels(step: Callable[[], None], enabled: bool) -> Callable[[], None]:
+    """``step`` with the compiled kernels (:mod:`odimo_moo.native_kernels`) switched on or off for its
+    duration."""
+    from odimo_moo import native_kernels
+
+    def run() -> None:
+        native_kernels.set_enabled(enabled)
+        try:
+            step()
+        finally:
+            native_kernels.set_enabled(None)
+
+    return run
+
+
 @dataclass
 class Timing:
     wall: list[float]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from typing import Any, Callable
+from typing import Any
 
 import _common as common
 from odimo_moo import native_kernels
@@ -44,19 +44,6 @@ REFERENCE_CASE = "diana/resnet20"
 #: How far a case's searchable / plain ratio may be from the reference case's.
 TOLERANCE = 0.1
 CASES = {case.name: case for case in common.STEP_CASES}
-
-
-def with_kernels(step: Callable[[], None], enabled: bool) -> Callable[[], None]:
-    """``step`` with the compiled kernels switched on or off for its duration."""
-
-    def run() -> None:
-        native_kernels.set_enabled(enabled)
-        try:
-            step()
-        finally:
-            native_kernels.set_enabled(None)
-
-    return run
 
 
 def case_entry(case: common.Case, args: Any, device: Any, native: bool) -> dict[str, Any]:
@@ -73,9 +60,9 @@ def case_entry(case: common.Case, args: Any, device: Any, native: bool) -> dict[
     steps = {}
     for name, model in models.items():
         step = common.training_step(model.to(device), x, y, args.lambda_)
-        steps[name] = with_kernels(step, False)
+        steps[name] = common.with_kernels(step, False)
         if native and name in KERNEL_VARIANTS:
-            steps[f"{name}_native"] = with_kernels(step, True)
+            steps[f"{name}_native"] = common.with_kernels(step, True)
     timings = common.interleaved(steps, args.repetitions, device)
     units = Counter(len(layer.unit_indices) for _, layer in models["searchable"].split_layers())
     entry: dict[str, Any] = {

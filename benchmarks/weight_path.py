@@ -32,17 +32,6 @@ def weight_path(model: Any) -> Callable[[], None]:
     return run
 
 
-def with_kernels(step: Callable[[], None], enabled: bool) -> Callable[[], None]:
-    def run() -> None:
-        native_kernels.set_enabled(enabled)
-        try:
-            step()
-        finally:
-            native_kernels.set_enabled(None)
-
-    return run
-
-
 def main() -> None:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--repetitions", type=int, default=30)
@@ -61,8 +50,8 @@ def main() -> None:
         model.train()
         model(common.batch(2, device)[0])  # data-dependent quantizer initialization, as training does
         step = weight_path(model)
-        timings = common.interleaved({"eager": with_kernels(step, False), "native": with_kernels(step, True)},
-                                     args.repetitions, device, calls=5)
+        variants = {"eager": common.with_kernels(step, False), "native": common.with_kernels(step, True)}
+        timings = common.interleaved(variants, args.repetitions, device, calls=5)
         layers = len(model.split_names)
         entry = {"split_layers": layers}
         for variant, timing in timings.items():

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from . import native_kernels
 from .quantizers import (ActivationQuantizer, PowerOfTwoActivationQuantizer, clip_descent_direction, clip_gradient,
                          coded_activation_gradients, coded_levels)
 from .weight_mix import WeightTerm, encoded_term
