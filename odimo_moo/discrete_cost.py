@@ -40,10 +40,9 @@ class CostTables:
     unit is not one of the layer's allowed units (for ``n > 0``) and beyond the layer's channels.
     """
 
-    def __init__(self, soc: SoC, times: torch.Tensor, memo: "GradientMemo | None" = None) -> None:
+    def __init__(self, soc: SoC, times: torch.Tensor) -> None:
         self.soc = soc
         self.times = times
-        self.memo = memo
 
     @staticmethod
     def compute_times(soc: SoC, table: LayerTable, allowed: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -131,24 +130,6 @@ def unit_gradients(slopes: torch.Tensor, feasible: torch.Tensor) -> torch.Tensor
     return solution.squeeze(2).t()
 
 
-class GradientMemo:
-    """The last per-unit gradients (:func:`unit_gradients`) of each metric, reused while the integer
-    channel counts stay the same: they are a function of the counts, the tables and the metric alone,
-    and a search moves channels on a small share of its steps."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-
-    def gradients(self, tables: CostTables, counts: torch.Tensor, metric: str) -> torch.Tensor:
-        n = counts.detach().round().long()
-        last = self._last.get(metric)
-        if last is not None and last[0] is tables.times and torch.equal(last[1], n):
-            return last[2]
-        gradients = unit_gradients(*pair_slopes(tables, counts, metric))
-        self._last[metric] = (tables.times, n, gradients)
-        return gradients
-
-
 class _DiscreteLayerCost(torch.autograd.Function):
     """Hard per-layer cost forward; per-unit gradients from exact discrete differences backward."""
 
@@ -161,11 +142,7 @@ class _DiscreteLayerCost(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (counts,) = ctx.saved_tensors
-        tables = ctx.tables
-        if tables.memo is not None:
-            gradients = tables.memo.gradients(tables, counts, ctx.metric)
-        else:
-            gradients = unit_gradients(*pair_slopes(tables, counts, ctx.metric))
+        gradients = unit_gradients(*pair_slopes(ctx.tables, counts, ctx.metric))
         return (grad.unsqueeze(0) * gradients).to(counts.dtype), None, None
 
 

@@ -18,7 +18,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .assignment import SoftmaxAssignment, make_assignment
 from .deploy import FixedQuantizedLayer, fold_batchnorm, round_biases
-from .discrete_cost import CostTables, GradientMemo, discrete_layer_cost
+from .discrete_cost import CostTables, discrete_layer_cost
 from .errors import UsageError
 from .front_point import COST_METRICS
 from .graph_patterns import input_is_non_negative, output_size
@@ -99,7 +99,6 @@ class ODiMO(nn.Module):
         # Every unit's cycles at every channel count of every split layer (moves with .to(device)).
         self.register_buffer("_cost_times", CostTables.compute_times(soc, split_table, allowed), persistent=False)
         self.register_buffer("_count_index", self._unit_count_index(), persistent=False)
-        self._gradient_memo = GradientMemo()
         self._fixed_costs = self._cost_of_fixed_layers()
         self._reference_costs = self._cost_on_default_units()
 
@@ -265,7 +264,7 @@ class ODiMO(nn.Module):
         return self.searched_cost_of(self.unit_counts())
 
     def _cost_tables(self) -> CostTables:
-        return CostTables(self.soc, self._cost_times, self._gradient_memo)
+        return CostTables(self.soc, self._cost_times)
 
     def searched_cost_of(self, counts: torch.Tensor) -> dict[str, torch.Tensor]:
         """Latency, energy and unit cycles per split layer of integer channel counts ``counts[K, L]``

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from odimo_moo.discrete_cost import CostTables, GradientMemo, pair_slopes, unit_gradients
+from odimo_moo.discrete_cost import CostTables, pair_slopes, unit_gradients
 from odimo_moo.layer_spec import LayerSpec, LayerTable, OpKind
 from odimo_moo.layer_splits import min_latency_split, split_costs
 from odimo_moo.models.builtin import TINY_WIDTH
@@ -209,20 +209,3 @@ def test_two_unit_closed_form_equals_the_least_squares_of_a_larger_system(feasib
     g2, g3 = unit_gradients(two, feasible2)[:, 0], unit_gradients(three, feasible3)[:, 0]
     assert float(g2[1] - g2[0]) == pytest.approx(float(g3[1] - g3[0]), abs=1e-12)
     assert float(g2.sum()) == pytest.approx(0.0, abs=1e-12)
-
-
-def test_gradient_memo_reuses_gradients_only_for_the_same_counts_and_metric(socs):
-    model = ODiMO(resnet8(num_classes=10, in_channels=3, input_size=(16, 16)), socs["diana"], (3, 16, 16),
-                  init="random", seed=1)
-    tables, memo = model._cost_tables(), GradientMemo()
-    counts = model.unit_counts().detach().double()
-    moved = counts.clone()
-    moved[:, 0] = torch.tensor([counts[0, 0] - 1, counts[1, 0] + 1]) if counts[0, 0] > 0 else moved[:, 0].flip(0)
-    first = memo.gradients(tables, counts, "latency")
-    assert torch.equal(first, unit_gradients(*pair_slopes(tables, counts, "latency")))
-    assert memo.gradients(tables, counts.clone(), "latency") is first
-    energy = memo.gradients(tables, counts, "energy")
-    assert torch.equal(energy, unit_gradients(*pair_slopes(tables, counts, "energy")))
-    other = memo.gradients(tables, moved, "latency")
-    assert torch.equal(other, unit_gradients(*pair_slopes(tables, moved, "latency")))
-    assert not torch.equal(other, first)
