@@ -96,8 +96,13 @@ class SameOpAlternative(Alternative):
         return self.weight_quantizer(shared_weight)
 
     def weight_term(self, shared_weight: torch.Tensor) -> WeightTerm:
-        # On the compiled path the mix quantizes the shared weight itself (no quantized copy in between).
-        return encoded_term(self.weight_quantizer, shared_weight) or super().weight_term(shared_weight)
+        # On the compiled path the mix quantizes the shared weight itself (no quantized copy in between),
+        # unless a subclass changed what the dense weight is.
+        if type(self).dense_weight is SameOpAlternative.dense_weight:
+            encoded = encoded_term(self.weight_quantizer, shared_weight)
+            if encoded is not None:
+                return encoded
+        return super().weight_term(shared_weight)
 
     def shares_term_with(self, other: Alternative) -> bool:
         # Two units running the layer's own op in the same weight format (e.g. an int8 CPU and an int8 NPU).

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odimo_moo import native_kernels
-from odimo_moo.alternatives import run_dense_quantized
+from odimo_moo.alternatives import SameOpAlternative, run_dense_quantized
 from odimo_moo.weight_mix import WeightTerm, encoded_term, mix_weights
 from odimo_moo.models.mobilenet import mobilenetv1_darkside
 from odimo_moo.models.resnet import resnet8
@@ -208,6 +208,20 @@ def test_encoded_terms_equal_quantizing_then_mixing(hard, second):
 
 
 @needs_kernels
+def test_an_alternative_with_its_own_dense_weight_is_not_encoded():
+    """A plugin's SameOp subclass that changes the dense weight keeps it on the compiled path too."""
+
+    class Halved(SameOpAlternative):
+        def dense_weight(self, shared_weight: torch.Tensor) -> torch.Tensor:
+            return super().dense_weight(shared_weight) * 0.5
+
+    weight = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(3))
+    assert SameOpAlternative(IntWeightQuantizer(8)).weight_term(weight).kind == "int"
+    term = Halved(IntWeightQuantizer(8)).weight_term(weight)
+    assert term.kind == "dense" and torch.equal(term.tensor, IntWeightQuantizer(8)(weight) * 0.5)
+
+
+@needs_kernels
 @pytest.mark.parametrize("soc_name", ["diana", "darkside"])
 def test_search_step_with_kernels_equals_eager(socs, soc_name):
     """A whole searchable model: equal loss, and every gradient bit for bit but the clips', the
@@ -260,7 +274,7 @@ def test_without_a_compiler_the_eager_ops_run(tmp_path):
     script = (
         "import torch\n"
         "from odimo_moo import native_kernels\n"
-        "from odimo_moo.alternatives import run_dense_quantized\n"
+        "from odimo_moo.alternatives import SameOpAlternative, run_dense_quantized\n"
         "from odimo_moo.quantizers import ActivationQuantizer\n"
         "conv = torch.nn.Conv2d(2, 3, 3)\n"
         "out = run_dense_quantized(conv, torch.rand(1, 2, 5, 5), ActivationQuantizer(7, False), conv.weight, None)\n"
