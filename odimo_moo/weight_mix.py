@@ -147,6 +147,8 @@ class _MixWeights(torch.autograd.Function):
         grad_mask = torch.empty_like(mask) if need_mask else None
         grads: list[torch.Tensor | None] = [None] * len(inputs)
         channels = mask.shape[0]
+        if ctx.has_largest:  # encoded terms: their kernels read the gradient as a contiguous float32 tensor
+            grad = grad.contiguous()
         native = mask.dtype == torch.float32 and native_kernels.applies(grad)
         encoded = iter(ctx.has_largest)
         for k, (kind, index, scale_index, _, diagonal) in enumerate(ctx.plan):

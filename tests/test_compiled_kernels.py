@@ -208,6 +208,23 @@ def test_encoded_terms_equal_quantizing_then_mixing(hard, second):
 
 
 @needs_kernels
+def test_encoded_terms_take_a_non_contiguous_gradient():
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(8, 8, 3, 3, generator=generator)
+    mask = torch.softmax(torch.randn(8, 2, generator=generator), 1)
+    upstream = torch.randn(8, 3, 3, 8, generator=generator).permute(0, 3, 1, 2)  # channels-last-like strides
+    assert not upstream.is_contiguous()
+    results = []
+    for encoded in (True, False):
+        w, m = weight.clone().requires_grad_(), mask.clone().requires_grad_()
+        first = WeightTerm("int", w, None, (8,)) if encoded else WeightTerm("dense", IntWeightQuantizer(8)(w))
+        mixed = mix_weights(m, [first, WeightTerm("dense", w * 0.5)], w.shape)
+        results.append(torch.autograd.grad(mixed, (w, m), upstream))
+    assert torch.equal(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-6)
+
+
+@needs_kernels
 def test_an_alternative_with_its_own_dense_weight_is_not_encoded():
     """A plugin's SameOp subclass that changes the dense weight keeps it on the compiled path too."""
 
