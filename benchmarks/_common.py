@@ -51,6 +51,8 @@ class Case:
 #: with 3 and 4 units (up to 3 and 4 units searched per layer).
 STEP_CASES = tuple(Case(soc, model) for soc, model in CASES.items()) + (
     Case("diana", "resnet8"), Case("example_npu", "resnet20"), Case("four_unit", "resnet20"))
+#: Cases timed only when asked for (``--cases``): the full-width Darkside network (a step ~10x the tiny one's).
+EXTRA_STEP_CASES = (Case("darkside", "mobilenetv1_darkside"),)
 
 
 def cpu_model() -> str:

@@ -43,7 +43,7 @@ KERNEL_VARIANTS = ("searchable", "searchable_float", "branches", "plain_quantize
 REFERENCE_CASE = "diana/resnet20"
 #: How far a case's searchable / plain ratio may be from the reference case's.
 TOLERANCE = 0.1
-CASES = {case.name: case for case in common.STEP_CASES}
+CASES = {case.name: case for case in common.STEP_CASES + common.EXTRA_STEP_CASES}
 
 
 def case_entry(case: common.Case, args: Any, device: Any, native: bool) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=16)
     common.add_step_options(parser, socs=False)
     parser.add_argument("--cases", nargs="+", choices=list(CASES), metavar="SOC/MODEL",
-                        help=f"the cases to time (default: all): {', '.join(CASES)}")
+                        help=f"the cases to time (default: all but the last): {', '.join(CASES)}")
     parser.add_argument("--socs", nargs="+", choices=list(common.CASES),
                         help="as before --cases: time SOC's case of common.CASES (diana: resnet20, darkside: "
                              "mobilenetv1_darkside_tiny), together with --cases' ones")
