@@ -158,35 +158,6 @@ void quantize_ternary(const float *restrict w, const float *restrict delta, cons
     }
 }
 
-void ternary_backward(const float *restrict grad, const int8_t *restrict hard, const float *restrict scale,
-                      const float *restrict largest, float *restrict grad_weight, float *restrict grad_scale,
-                      int64_t channels, int64_t size) {
-    float levels[BLOCK];
-    int64_t vector_end = size - size % LANES;
-    for (int64_t c = 0; c < channels; ++c) {
-        const float *g = grad + c * size;
-        const int8_t *h = hard + c * size;
-        float s = scale[c], l = largest[c];
-        vf sums = {0}, ss = s - (vf){0}, ls = l - (vf){0};
-        for (int64_t start = 0; start < vector_end; start += BLOCK) {
-            int64_t stop = start + BLOCK < vector_end ? start + BLOCK : vector_end;
-            widen_int8(h + start, levels, stop - start);
-            for (int64_t i = start; i < stop; i += LANES) {
-                vf gv = load(g + i);
-                sums += gv * load(levels + (i - start));
-                if (grad_weight) store(grad_weight + c * size + i, (gv * ss) / ls);
-            }
-        }
-        double total = 0.0;
-        for (int64_t i = vector_end; i < size; ++i) {
-            total += g[i] * (float)h[i];
-            if (grad_weight) grad_weight[c * size + i] = (g[i] * s) / l;
-        }
-        for (int j = 0; j < LANES; ++j) total += sums[j];
-        if (grad_scale) grad_scale[c] = (float)total;
-    }
-}
-
 void mix_dense_forward(const float *restrict term, const float *restrict mask, int64_t mask_stride,
                        float *restrict mixed, int accumulate, int64_t channels, int64_t size) {
     for (int64_t c = 0; c < channels; ++c) {

@@ -9,7 +9,7 @@ float rounding):
 * :func:`quantize_activation` / :func:`activation_backward`: the fused quantized layer's input
   (quantized values and 1-byte codes) and, backward, the input's gradient (in place) with the clip
   gradient's sum;
-* :func:`quantize_int_weight`, :func:`quantize_ternary` / :func:`ternary_backward`: the weight
+* :func:`quantize_int_weight`, :func:`quantize_ternary` / :func:`levels_backward`: the weight
   quantizers (the ternary scale's gradient is a sum);
 * :func:`mix_dense_forward` / :func:`mix_dense_backward`: a dense term of the weight mix (the mask
   gradient is a sum);
@@ -57,7 +57,6 @@ _SIGNATURES: dict[str, tuple[object, tuple[object, ...]]] = {
     "quantize_int_weight": (ctypes.c_float, (_POINTER, _POINTER, ctypes.c_int64) + (ctypes.c_float,) * 2),
     "int_weight_levels": (ctypes.c_float, (_POINTER, _POINTER, ctypes.c_int64) + (ctypes.c_float,) * 2),
     "quantize_ternary": (None, (_POINTER,) * 6 + (ctypes.c_int64, ctypes.c_int64)),
-    "ternary_backward": (None, (_POINTER,) * 6 + (ctypes.c_int64, ctypes.c_int64)),
     "mix_dense_forward": (None, (_POINTER, _POINTER, ctypes.c_int64, _POINTER, ctypes.c_int, ctypes.c_int64,
                                  ctypes.c_int64)),
     "mix_dense_backward": (None, (_POINTER, _POINTER, _POINTER, ctypes.c_int64, _POINTER, _POINTER,
@@ -245,20 +244,6 @@ def quantize_ternary(weight: torch.Tensor, delta: torch.Tensor, scale: torch.Ten
                                 None if out is None else _pointer(out), _pointer(hard), _pointer(largest), channels,
                                 size)
     return out, hard, largest
-
-
-def ternary_backward(grad: torch.Tensor, hard: torch.Tensor, scale: torch.Tensor, largest: torch.Tensor,
-                     need_weight: bool, need_scale: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The backward of :func:`quantize_ternary`'s output ``h * scale`` (``grad``: ``[C, n]`` contiguous):
-    ``(grad * scale[c] / largest[c], sum over each channel of grad * h)``, None where not needed."""
-    channels, size = grad.shape
-    grad_weight = torch.empty_like(grad) if need_weight else None
-    grad_scale = torch.empty(channels) if need_scale else None
-    _kernels().ternary_backward(
-        _pointer(grad), _pointer(hard), _pointer(scale), _pointer(largest),
-        None if grad_weight is None else _pointer(grad_weight), None if grad_scale is None else _pointer(grad_scale),
-        channels, size)
-    return grad_weight, grad_scale
 
 
 def _column(matrix: torch.Tensor, column: int) -> int:

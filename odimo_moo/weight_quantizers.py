@@ -219,8 +219,10 @@ class _FakeQuantizeTernary(torch.autograd.Function):
         flat = grad.reshape(hard.shape)
         need_weight, need_log_scale = ctx.needs_input_grad[:2]
         if hard.dtype == torch.int8 and native_kernels.applies(flat):
-            grad_weight, grad_scale = native_kernels.ternary_backward(flat, hard, scale, largest, need_weight,
-                                                                      need_log_scale)
+            # The weight mix's backward of an encoded term under a mask of ones: this node's gradients.
+            ones = torch.ones(hard.shape[0], 1)
+            grad_weight, grad_scale = native_kernels.levels_backward(flat, hard, scale, largest, ones, 0, False, None,
+                                                                     need_weight, None, need_log_scale)
         else:
             grad_weight = (flat * scale.unsqueeze(1)).div_(largest) if need_weight else None
             grad_scale = (flat * hard).sum(dim=1) if need_log_scale else None
