@@ -239,7 +239,7 @@ def quantize_ternary(weight: torch.Tensor, delta: torch.Tensor, scale: torch.Ten
     channels, size = weight.shape
     out = torch.empty_like(weight) if values else None
     hard = torch.empty(weight.shape, dtype=torch.int8)
-    largest = torch.empty(channels, 1)
+    largest = torch.empty(channels, 1, dtype=torch.float32)
     _kernels().quantize_ternary(_pointer(weight), _pointer(delta), _pointer(scale),
                                 None if out is None else _pointer(out), _pointer(hard), _pointer(largest), channels,
                                 size)
@@ -284,7 +284,7 @@ def mix_levels_forward(levels: torch.Tensor, scale: torch.Tensor, mask: torch.Te
     ``[C, C, kh, kw]`` shape (added as the eager diagonal term adds)."""
     channels, size = levels.shape[0], levels.numel() // levels.shape[0]
     if mixed is None:
-        mixed = torch.zeros(shape) if diagonal else torch.empty(shape)
+        mixed = (torch.zeros if diagonal else torch.empty)(shape, dtype=torch.float32)
         accumulate = int(diagonal)
     else:
         accumulate = 1
@@ -306,10 +306,10 @@ def levels_backward(grad: torch.Tensor, levels: torch.Tensor, scale: torch.Tenso
     else the ternary one's."""
     channels, size = levels.shape[0], levels.numel() // levels.shape[0]
     if need_weight and grad_weight is None:
-        grad_weight, accumulate = torch.empty(levels.shape), 0
+        grad_weight, accumulate = torch.empty(levels.shape, dtype=torch.float32), 0
     else:
         accumulate = 1
-    grad_scale = torch.empty(channels) if need_scale else None
+    grad_scale = torch.empty(channels, dtype=torch.float32) if need_scale else None
     _kernels().levels_backward(
         grad.data_ptr(), (channels + 1) * size if diagonal else size, levels.data_ptr(), scale.data_ptr(),
         int(scale.numel() > 1), None if largest is None else largest.data_ptr(), _column(mask, column), mask.stride(0),

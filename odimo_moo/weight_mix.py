@@ -98,7 +98,7 @@ def _encode(kind: str, weight: torch.Tensor, scale_parameter: torch.Tensor | Non
     if kind == "int":
         (bits,) = options
         levels, scale = native_kernels.int_weight_levels(weight, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        return levels, torch.tensor([scale]), None
+        return levels, torch.tensor([scale], dtype=torch.float32), None
     threshold, power_of_two = options
     _, levels, largest, scale = ternary_levels(weight, scale_parameter, threshold, power_of_two, values=False)
     return levels.view(weight.shape), scale, largest
