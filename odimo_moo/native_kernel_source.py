@@ -103,24 +103,25 @@ static float absolute_max(const float *restrict w, int64_t n) {
     return vector_top > top ? vector_top : top;
 }
 
-/* The int weight quantizer: scale = the smallest power of two >= max(max |w|, 1e-12) / high (exact:
-   from frexp), then clamp(round(w / scale), low, high) * scale. Returns the scale. */
-float quantize_int_weight(const float *restrict w, float *restrict out, int64_t n, float low, float high) {
+/* The int weight quantizer's scale: the smallest power of two >= max(max |w|, 1e-12) / high (exact:
+   from frexp). w * (1 / scale) is then w / scale exactly (the reciprocal is a power of two too). */
+static float int_weight_scale(const float *restrict w, int64_t n, float high) {
     float top = absolute_max(w, n);
     int exponent;
     float mantissa = frexpf((top < 1e-12f ? 1e-12f : top) / high, &exponent);
-    float scale = ldexpf(1.0f, mantissa == 0.5f ? exponent - 1 : exponent), inverse = 1.0f / scale;
-    /* w * inverse is w / scale exactly: scale is a power of two (and so is its reciprocal) */
+    return ldexpf(1.0f, mantissa == 0.5f ? exponent - 1 : exponent);
+}
+
+/* The int weight quantizer: clamp(round(w / scale), low, high) * scale. Returns the scale. */
+float quantize_int_weight(const float *restrict w, float *restrict out, int64_t n, float low, float high) {
+    float scale = int_weight_scale(w, n, high), inverse = 1.0f / scale;
     for (int64_t i = 0; i < n; ++i) out[i] = clamp_level(rintf(w[i] * inverse), low, high) * scale;
     return scale;
 }
 
 /* The same quantizer's levels as int8 (|levels| <= 127), for the weight mix of encoded terms. */
 float int_weight_levels(const float *restrict w, int8_t *restrict levels, int64_t n, float low, float high) {
-    float top = absolute_max(w, n);
-    int exponent;
-    float mantissa = frexpf((top < 1e-12f ? 1e-12f : top) / high, &exponent);
-    float scale = ldexpf(1.0f, mantissa == 0.5f ? exponent - 1 : exponent), inverse = 1.0f / scale;
+    float scale = int_weight_scale(w, n, high), inverse = 1.0f / scale;
     for (int64_t i = 0; i < n; ++i) levels[i] = (int8_t)clamp_level(rintf(w[i] * inverse), low, high);
     return scale;
 }
