@@ -31,6 +31,10 @@ from .soc import SoC
 
 #: A change of a layer's cost smaller than this fraction of it is treated as no change (flat).
 SIGNIFICANT = 1e-3
+#: How many (layer, counts) terms a :class:`CostTables` remembers per metric before it starts afresh.
+REMEMBERED_TERMS = 1 << 16
+#: The most float64 elements of one :func:`pair_slopes` intermediate when terms are computed in bulk.
+PASS_ELEMENTS = 1 << 21
 
 
 class CostTables:
@@ -43,6 +47,9 @@ class CostTables:
     def __init__(self, soc: SoC, times: torch.Tensor) -> None:
         self.soc = soc
         self.times = times
+        # metric -> {(layer, counts per SoC unit): (hard cost, per-unit gradient)}; see layer_terms.
+        self._terms: dict[str, dict[tuple[int, tuple[int, ...]], tuple[float, tuple[float, ...]]]] = {}
+        self._runnable: list[tuple[int, ...]] | None = None  # per layer, the units that can run it
 
     @staticmethod
     def compute_times(soc: SoC, table: LayerTable, allowed: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -69,6 +76,73 @@ class CostTables:
         """``[K, L]`` cycles of integer ``counts[k, l]``."""
         index = counts.detach().round().long().clamp(0, self.times.shape[2] - 1).unsqueeze(2)
         return self.times.gather(2, index).squeeze(2)
+
+    def layer_terms(self, columns: Sequence[tuple[int, ...]], metric: str
+                    ) -> list[tuple[float, tuple[float, ...]]]:
+        """Per layer ``l``, the hard cost and the per-unit gradient (:func:`unit_gradients` of
+        :func:`pair_slopes`) at the integer counts ``columns[l]`` (one per SoC unit).
+
+        Both are pure functions of the layer and its counts, and a search revisits the same counts
+        of each layer step after step: each (layer, counts) is computed once and remembered (up to
+        :data:`REMEMBERED_TERMS` per metric). A layer that only two units can run has only ``C + 1``
+        splits: the first time one is asked for, all of them are computed in the same vectorized pass
+        as the other layers' missing counts. Values equal computing the layers one set of counts at a
+        time (the SoC's ``layer_costs`` treats layers independently).
+        """
+        memo = self._terms.setdefault(metric, {})
+        keys = list(enumerate(columns))
+        missing = [key for key in keys if key not in memo]
+        if missing:
+            states = self._states_of(missing)
+            if len(memo) + len(states) > REMEMBERED_TERMS:
+                memo.clear()
+            for start in range(0, len(states), self._states_per_pass()):
+                chunk = states[start:start + self._states_per_pass()]
+                memo.update(zip(chunk, self._compute_terms(chunk, metric)))
+        return [memo[key] for key in keys]
+
+    def _states_of(self, missing: Sequence[tuple[int, tuple[int, ...]]]) -> list[tuple[int, tuple[int, ...]]]:
+        """The (layer, counts) to compute for ``missing``: each of them, or every split of a two-unit
+        layer's channels."""
+        if self._runnable is None:
+            self._runnable = [tuple(k for k, usable in enumerate(row) if usable)
+                              for row in torch.isfinite(self.times[:, :, 1]).t().tolist()]
+        states: dict[tuple[int, tuple[int, ...]], None] = {}
+        for layer, column in missing:
+            units = self._runnable[layer]
+            if len(units) != 2:
+                states[(layer, column)] = None
+                continue
+            channels = sum(column)
+            for n in range(channels + 1):
+                split = [0] * len(column)
+                split[units[0]], split[units[1]] = n, channels - n
+                states[(layer, tuple(split))] = None
+        return list(states)
+
+    def _states_per_pass(self) -> int:
+        """How many (layer, counts) one :func:`pair_slopes` pass takes: its largest intermediate is
+        ``K (K - 1) x K x states x (C_max)`` float64 elements, kept under :data:`PASS_ELEMENTS`."""
+        units, _, width = self.times.shape
+        return max(1, PASS_ELEMENTS // max(1, units * (units - 1) * units * (width - 1)))
+
+    def _compute_terms(self, states: Sequence[tuple[int, tuple[int, ...]]], metric: str
+                       ) -> list[tuple[float, tuple[float, ...]]]:
+        index = torch.tensor([layer for layer, _ in states], device=self.times.device)
+        subset = CostTables(self.soc, self.times.index_select(1, index))
+        counts = torch.tensor([column for _, column in states], dtype=self.times.dtype,
+                              device=self.times.device).t()
+        costs = self.soc.layer_costs(subset.unit_cycles(counts))[metric].tolist()
+        gradients = unit_gradients(*pair_slopes(subset, counts, metric)).t().tolist()
+        return [(cost, tuple(gradient)) for cost, gradient in zip(costs, gradients)]
+
+    def unit_gradient_table(self, counts: torch.Tensor, metric: str) -> torch.Tensor:
+        """``[K, L]`` per-unit gradients of the hard cost at integer ``counts[K, L]`` (remembered, see
+        :meth:`layer_terms`)."""
+        columns = [tuple(column) for column in counts.detach().round().long().t().tolist()]
+        terms = self.layer_terms(columns, metric)
+        return torch.tensor([gradient for _, gradient in terms], dtype=self.times.dtype,
+                            device=counts.device).t()
 
 
 def pair_slopes(tables: CostTables, counts: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,7 +216,7 @@ class _DiscreteLayerCost(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (counts,) = ctx.saved_tensors
-        gradients = unit_gradients(*pair_slopes(ctx.tables, counts, ctx.metric))
+        gradients = ctx.tables.unit_gradient_table(counts, ctx.metric)
         return (grad.unsqueeze(0) * gradients).to(counts.dtype), None, None
 
 
@@ -150,3 +224,44 @@ def discrete_layer_cost(tables: CostTables, counts: torch.Tensor, metric: str) -
     """Hard cost ``[L]`` of integer ``counts[K, L]`` for ``metric`` ("latency" cycles or "energy"
     microjoules), differentiable with the exact-difference gradient of :func:`unit_gradients`."""
     return _DiscreteLayerCost.apply(counts, tables, metric)
+
+
+class _NetworkCost(torch.autograd.Function):
+    """Sum of the layers' hard costs from every layer's channels per local unit; per-layer gradients
+    from :meth:`CostTables.layer_terms` (one node, no [K, L] scatter)."""
+
+    @staticmethod
+    def forward(ctx, tables: CostTables, metric: str, layer_units: tuple[tuple[int, ...], ...],  # type: ignore[override]
+                *layer_counts: torch.Tensor) -> torch.Tensor:
+        local = torch.cat(layer_counts).round().long().tolist()
+        columns, start = [], 0
+        for units in layer_units:
+            column = [0] * tables.times.shape[0]
+            for unit, count in zip(units, local[start:start + len(units)]):
+                column[unit] = count
+            columns.append(tuple(column))
+            start += len(units)
+        terms = tables.layer_terms(columns, metric)
+        ctx.gradients = [gradient[unit] for (_, gradient), units in zip(terms, layer_units) for unit in units]
+        ctx.sizes = [len(units) for units in layer_units]
+        ctx.dtype, ctx.device = layer_counts[0].dtype, layer_counts[0].device
+        return torch.tensor([cost for cost, _ in terms], dtype=tables.times.dtype, device=ctx.device).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        flat = torch.tensor(ctx.gradients, dtype=grad.dtype, device=ctx.device).mul_(grad)
+        return (None, None, None, *flat.to(ctx.dtype).split(ctx.sizes))
+
+
+def network_cost(tables: CostTables, metric: str, layer_counts: Sequence[torch.Tensor],
+                 layer_units: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Hard cost (float64, summed over layers) of the integer channel counts ``layer_counts[l]``
+    (``[K_l]``: layer ``l``'s channels on each of its SoC units ``layer_units[l]``), differentiable
+    w.r.t. every layer's counts with the exact-difference gradient of :func:`unit_gradients`.
+
+    Equals ``discrete_layer_cost`` of the counts scattered to ``[K, L]``, summed, in one autograd node.
+    """
+    if not layer_counts:
+        return torch.zeros((), dtype=tables.times.dtype, device=tables.times.device)
+    return _NetworkCost.apply(tables, metric, tuple(tuple(int(u) for u in units) for units in layer_units),
+                              *layer_counts)

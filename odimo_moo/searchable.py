@@ -18,7 +18,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .assignment import SoftmaxAssignment, make_assignment
 from .deploy import FixedQuantizedLayer, fold_batchnorm, round_biases
-from .discrete_cost import CostTables, discrete_layer_cost
+from .discrete_cost import CostTables, discrete_layer_cost, network_cost
 from .errors import UsageError
 from .front_point import COST_METRICS
 from .graph_patterns import input_is_non_negative, output_size
@@ -99,6 +99,8 @@ class ODiMO(nn.Module):
         # Every unit's cycles at every channel count of every split layer (moves with .to(device)).
         self.register_buffer("_cost_times", CostTables.compute_times(soc, split_table, allowed), persistent=False)
         self.register_buffer("_count_index", self._unit_count_index(), persistent=False)
+        self._layer_units = [self.split_layer(n).unit_indices.tolist() for n in self.split_names]
+        self._tables = CostTables(soc, self._cost_times)
         self._fixed_costs = self._cost_of_fixed_layers()
         self._reference_costs = self._cost_on_default_units()
 
@@ -264,7 +266,10 @@ class ODiMO(nn.Module):
         return self.searched_cost_of(self.unit_counts())
 
     def _cost_tables(self) -> CostTables:
-        return CostTables(self.soc, self._cost_times)
+        # One CostTables (it remembers the layers' cost gradients), made anew when .to() moved the times.
+        if self._tables.times is not self._cost_times:
+            self._tables = CostTables(self.soc, self._cost_times)
+        return self._tables
 
     def searched_cost_of(self, counts: torch.Tensor) -> dict[str, torch.Tensor]:
         """Latency, energy and unit cycles per split layer of integer channel counts ``counts[K, L]``
@@ -303,8 +308,8 @@ class ODiMO(nn.Module):
         metric = metric or self.metric
         if metric not in COST_METRICS:
             raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(COST_METRICS)}")
-        counts = self.unit_counts().to(torch.float64)
-        total = discrete_layer_cost(self._cost_tables(), counts, metric).sum()
+        counts = [layer.channel_counts() for _, layer in self.split_layers()]
+        total = network_cost(self._cost_tables(), metric, counts, self._layer_units)
         if include_fixed:
             total = total + self._fixed_costs[metric]
         return total

@@ -209,3 +209,74 @@ def test_two_unit_closed_form_equals_the_least_squares_of_a_larger_system(feasib
     g2, g3 = unit_gradients(two, feasible2)[:, 0], unit_gradients(three, feasible3)[:, 0]
     assert float(g2[1] - g2[0]) == pytest.approx(float(g3[1] - g3[0]), abs=1e-12)
     assert float(g2.sum()) == pytest.approx(0.0, abs=1e-12)
+
+
+def _tables_of(model: ODiMO) -> CostTables:
+    table = LayerTable.from_specs([layer.spec for _, layer in model.split_layers()])
+    allowed = [layer.unit_indices.tolist() for _, layer in model.split_layers()]
+    return CostTables(model.soc, CostTables.compute_times(model.soc, table, allowed))
+
+
+def _random_counts(model: ODiMO, generator: torch.Generator) -> torch.Tensor:
+    """``[K, L]`` counts: every layer's channels spread at random over its own units."""
+    counts = torch.zeros(len(model.soc.units), len(model.split_names), dtype=torch.float64)
+    for column, (_, layer) in enumerate(model.split_layers()):
+        own = layer.unit_indices.tolist()
+        units = torch.randint(0, len(own), (layer.channels,), generator=generator)
+        for local, unit in enumerate(own):
+            counts[unit, column] = float((units == local).sum())
+    return counts
+
+
+@pytest.mark.parametrize("soc_name", ["diana", "example_npu"])
+@pytest.mark.parametrize("metric", ["latency", "energy"])
+def test_remembered_layer_terms_equal_computing_every_layer_at_once(socs, soc_name, metric):
+    """Costs and gradients handed out by CostTables.layer_terms (computed per missing layer, two-unit
+    layers in bulk, then remembered) are those of pair_slopes/unit_gradients over all layers at once."""
+    model = ODiMO(resnet8(10, 3, (16, 16)), socs.get(soc_name, soc_name), (3, 16, 16), quantize=False)
+    assert {len(layer.unit_indices) for _, layer in model.split_layers()} >= ({2, 3} if soc_name == "example_npu"
+                                                                             else {2})
+    tables = _tables_of(model)
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(4):  # misses first, then hits of the bulk-computed splits, then new misses
+        counts = _random_counts(model, generator)
+        terms = tables.layer_terms([tuple(c) for c in counts.long().t().tolist()], metric)
+        fresh = _tables_of(model)
+        expected_costs = model.soc.layer_costs(fresh.unit_cycles(counts))[metric]
+        expected_gradients = unit_gradients(*pair_slopes(fresh, counts, metric))
+        assert torch.equal(torch.tensor([cost for cost, _ in terms], dtype=torch.float64), expected_costs)
+        assert torch.equal(torch.tensor([g for _, g in terms], dtype=torch.float64).t(), expected_gradients)
+        assert torch.equal(tables.unit_gradient_table(counts, metric), expected_gradients)
+
+
+def test_a_two_unit_layers_splits_are_computed_in_one_pass_and_remembered(socs, monkeypatch):
+    from odimo_moo import discrete_cost
+
+    model = ODiMO(resnet8(10, 1, (8, 8)), socs["diana"], (1, 8, 8), quantize=False)
+    tables = _tables_of(model)
+    passes = []
+    original = discrete_cost.pair_slopes
+    monkeypatch.setattr(discrete_cost, "pair_slopes", lambda *args: passes.append(1) or original(*args))
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        tables.layer_terms([tuple(c) for c in _random_counts(model, generator).long().t().tolist()], "latency")
+    assert len(passes) == 1
+
+
+def test_network_cost_equals_the_scattered_per_layer_costs(socs):
+    """ODiMO.cost_of (one node over every layer's counts) has the value and the assignment gradient of
+    the per-layer costs of the [K, L] counts (searched_cost_of(unit_counts())), summed."""
+    torch.manual_seed(0)
+    gradients, values = [], []
+    for path in ("network", "scattered"):
+        model = ODiMO(resnet8(10, 3, (16, 16)), "example_npu", (3, 16, 16), init="random", quantize=False)
+        if path == "network":
+            cost = model.cost_of("energy", include_fixed=False)
+        else:
+            cost = model.searched_cost_of(model.unit_counts())["energy"].sum()
+        cost.backward()
+        values.append(float(cost.detach()))
+        gradients.append(torch.cat([p.grad.flatten() for p in model.nas_parameters()]))
+    assert values[0] == values[1]
+    assert float(gradients[0].abs().max()) > 0
+    torch.testing.assert_close(gradients[0], gradients[1], rtol=1e-6, atol=0.0)
