@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import native_kernels
 from .assignment_names import INIT_STRATEGIES, PARAMETRIZATION_NAMES
 from .errors import UsageError
 
@@ -140,12 +141,17 @@ class _ThermometricMask(torch.autograd.Function):
     ``g_j - g_{j+1}``, ``b_i`` (straight-through to ``theta_i``) as the sum over ``j >= i`` of that
     times ``prod_{l <= j, l != i} (1 - b_l)``; ``theta``'s reversed cumulative sum becomes a forward
     cumulative sum, and ``exp(alpha)`` contributes itself. With 2 units: ``[b, 1 - b]``, gradient
-    ``g_0 - g_1``.
+    ``g_0 - g_1``. Where the compiled kernels apply, both passes after the ``exp`` are one kernel call
+    each (:func:`odimo_moo.native_kernels.thermometric_mask`), with the same values.
     """
 
     @staticmethod
     def forward(ctx, alpha: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         increments = alpha.exp()
+        if native_kernels.applies(increments):
+            mask, open_ = native_kernels.thermometric_mask(increments)
+            ctx.save_for_backward(increments, open_)
+            return mask
         theta = increments.flip(1).cumsum(1).flip(1)
         open_ = (theta <= 0.5).to(alpha.dtype)  # 1 - b
         ctx.save_for_backward(increments, open_)
@@ -157,6 +163,8 @@ class _ThermometricMask(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         increments, open_ = ctx.saved_tensors
+        if grad.dtype is torch.float32 and native_kernels.applies(increments) and grad.device.type == "cpu":
+            return native_kernels.thermometric_mask_backward(grad, increments, open_)
         columns = grad.t()
         grad_nested = columns[:-1] - columns[1:]
         if len(open_) == 1:

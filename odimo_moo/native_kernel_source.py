@@ -264,4 +264,60 @@ void levels_backward(const float *restrict grad, int64_t row_stride, const int8_
         if (grad_scale) grad_scale[c] = (float)code;
     }
 }
+
+/* Thermometric mask of K = J + 1 units from increments[J, C] (exp of the assignment's alpha):
+   theta[j, i] = sum_{l >= i} increments[j, l], accumulated from the end in a double and rounded to
+   float at every position (as torch's float cumsum); open[j, i] = theta <= 0.5 (1.0 or 0.0); nested
+   prefixes n_j = 1 - prod_{l <= j} open[l]; mask[i, :] = (n_0, n_1 - n_0, ..., 1 - n_{J-1}), row-major
+   [C, K]. All of these but theta are 0 or 1, exactly as the eager ops compute them. */
+void thermometric_mask(const float *restrict increments, int64_t boundaries, int64_t channels,
+                       float *restrict open, float *restrict mask) {
+    int64_t units = boundaries + 1;
+    for (int64_t j = 0; j < boundaries; ++j) {
+        double theta = 0.0;
+        for (int64_t i = channels - 1; i >= 0; --i) {
+            theta += increments[j * channels + i];
+            open[j * channels + i] = (float)theta <= 0.5f ? 1.0f : 0.0f;
+        }
+    }
+    for (int64_t i = 0; i < channels; ++i) {
+        float closed_all = 1.0f, previous = 0.0f;
+        for (int64_t j = 0; j < boundaries; ++j) {
+            closed_all *= open[j * channels + i];
+            float nested = 1.0f - closed_all;
+            mask[i * units + j] = j ? nested - previous : nested;
+            previous = nested;
+        }
+        mask[i * units + boundaries] = 1.0f - previous;
+    }
+}
+
+/* Its backward: grad [C, K] (strides given) -> grad_alpha [J, C]. The columns' gradient reaches n_j as
+   g_j - g_{j+1}; prefix j (straight-through to theta_j) gets the sum over l >= j of that times
+   prod_{m <= l, m != j} open[m], in the eager backward's order of float operations; theta's reversed
+   sum becomes a forward cumulative sum (double, rounded per position) times the increment. */
+void thermometric_mask_backward(const float *restrict grad, int64_t row_stride, int64_t column_stride,
+                                const float *restrict increments, const float *restrict open,
+                                int64_t boundaries, int64_t channels, float *restrict grad_alpha) {
+    for (int64_t j = 0; j < boundaries; ++j) {
+        double total = 0.0;
+        for (int64_t i = 0; i < channels; ++i) {
+            const float *g = grad + i * row_stride;
+            float prefix;
+            if (boundaries == 1) {
+                prefix = g[0] - g[column_stride];
+            } else {
+                float others = 1.0f;
+                for (int64_t m = 0; m < j; ++m) others *= open[m * channels + i];
+                prefix = (g[j * column_stride] - g[(j + 1) * column_stride]) * others;
+                for (int64_t l = j + 1; l < boundaries; ++l) {
+                    others = others * open[l * channels + i];
+                    prefix = prefix + (g[l * column_stride] - g[(l + 1) * column_stride]) * others;
+                }
+            }
+            total += prefix;
+            grad_alpha[j * channels + i] = (float)total * increments[j * channels + i];
+        }
+    }
+}
 """

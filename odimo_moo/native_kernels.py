@@ -16,6 +16,8 @@ float rounding):
 * :func:`int_weight_levels`, :func:`mix_levels_forward` / :func:`levels_backward`: an encoded term of
   the weight mix (:mod:`odimo_moo.weight_mix`), mixed from 1-byte levels; one backward pass gives the
   mask column, the shared weight's gradient and the scale's (sums).
+* :func:`thermometric_mask` / :func:`thermometric_mask_backward`: a thermometric assignment's mask
+  from its increments and, backward, its parameter's gradient (cumulative sums in a double, as torch's).
 
 The C source is compiled once per machine with the system's C compiler (``cc``, or ``$CC``) into
 a per-user cache folder, in under a second, and loaded with :mod:`ctypes` (no torch headers, no
@@ -66,6 +68,9 @@ _SIGNATURES: dict[str, tuple[object, tuple[object, ...]]] = {
     "levels_backward": (None, (_POINTER, ctypes.c_int64, _POINTER, _POINTER, ctypes.c_int64, _POINTER, _POINTER,
                                ctypes.c_int64, _POINTER, ctypes.c_int, _POINTER, ctypes.c_int64, _POINTER,
                                ctypes.c_int64, ctypes.c_int64)),
+    "thermometric_mask": (None, (_POINTER, ctypes.c_int64, ctypes.c_int64, _POINTER, _POINTER)),
+    "thermometric_mask_backward": (None, (_POINTER, ctypes.c_int64, ctypes.c_int64, _POINTER, _POINTER,
+                                          ctypes.c_int64, ctypes.c_int64, _POINTER)),
 }
 #: The 1-byte code dtypes the activation kernels write, by kernel name suffix.
 _CODE_SUFFIX = {torch.int8: "int8", torch.uint8: "uint8"}
@@ -317,3 +322,24 @@ def levels_backward(grad: torch.Tensor, levels: torch.Tensor, scale: torch.Tenso
         None if grad_mask is None else _column(grad_mask, column), 0 if grad_mask is None else grad_mask.stride(0),
         None if grad_scale is None else grad_scale.data_ptr(), channels, size)
     return grad_weight, grad_scale
+
+
+def thermometric_mask(increments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``[C, K]`` mask of a thermometric assignment with increments ``exp(alpha)`` ``[K - 1, C]``
+    (contiguous float32), and its ``[K - 1, C]`` open flags (``theta <= 0.5`` as 1.0/0.0), as
+    :class:`odimo_moo.assignment.ThermometricAssignment` defines them."""
+    boundaries, channels = increments.shape
+    open_ = torch.empty(boundaries, channels, dtype=torch.float32)
+    mask = torch.empty(channels, boundaries + 1, dtype=torch.float32)
+    _kernels().thermometric_mask(_pointer(increments), boundaries, channels, _pointer(open_), _pointer(mask))
+    return mask, open_
+
+
+def thermometric_mask_backward(grad: torch.Tensor, increments: torch.Tensor, open_: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``alpha`` ``[K - 1, C]`` from the mask's ``grad`` ``[C, K]`` (float32, any strides),
+    with :func:`thermometric_mask`'s increments and open flags."""
+    boundaries, channels = increments.shape
+    grad_alpha = torch.empty(boundaries, channels, dtype=torch.float32)
+    _kernels().thermometric_mask_backward(_pointer(grad), grad.stride(0), grad.stride(1), _pointer(increments),
+                                          _pointer(open_), boundaries, channels, _pointer(grad_alpha))
+    return grad_alpha

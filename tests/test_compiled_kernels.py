@@ -18,6 +18,7 @@ from torch import nn
 
 from odimo_moo import native_kernels
 from odimo_moo.alternatives import SameOpAlternative, run_dense_quantized
+from odimo_moo.assignment import ThermometricAssignment
 from odimo_moo.weight_mix import WeightTerm, encoded_term, mix_weights
 from odimo_moo.models.mobilenet import mobilenetv1_darkside
 from odimo_moo.models.resnet import resnet8
@@ -236,6 +237,27 @@ def test_an_alternative_with_its_own_dense_weight_is_not_encoded():
     assert SameOpAlternative(IntWeightQuantizer(8)).weight_term(weight).kind == "int"
     term = Halved(IntWeightQuantizer(8)).weight_term(weight)
     assert term.kind == "dense" and torch.equal(term.tensor, IntWeightQuantizer(8)(weight) * 0.5)
+
+
+@needs_kernels
+@pytest.mark.parametrize("units", [2, 3, 4])
+@pytest.mark.parametrize("channels", [1, 37, 256])
+def test_thermometric_mask_kernel_equals_eager(units, channels):
+    """Mask and alpha gradient bit for bit (the cumulative sums in a double, as torch's), boundaries
+    anywhere (alphas spread around the threshold), under a non-contiguous upstream gradient."""
+    assignment = ThermometricAssignment(channels, units, init="balanced")
+    with torch.no_grad():
+        assignment.alpha.add_(0.1 * torch.randn(assignment.alpha.shape, generator=torch.Generator().manual_seed(3)))
+    upstream = torch.randn(units, channels, generator=torch.Generator().manual_seed(4)).t()
+
+    def run():
+        mask = assignment.mask()
+        return mask, torch.autograd.grad(mask, assignment.alpha, upstream)[0]
+
+    (mask, grad), (eager_mask, eager_grad) = _both(run)
+    assert torch.equal(mask, eager_mask)
+    assert torch.equal(grad, eager_grad)
+    assert channels == 1 or len(set(mask.argmax(dim=1).tolist())) >= 2  # a real split, not all on one unit
 
 
 @needs_kernels
