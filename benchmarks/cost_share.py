@@ -2,12 +2,12 @@
 
 Per SoC (same models as ``step_time``), timed interleaved with the full search step:
 
-* ``cost_marginal``: what the cost adds to a training step -- right after the forward, gathering
-  the channel counts (reused from the masks the forward computed), the cycle/energy formulas of
-  every unit forward, and their backward down to the counts. (From the counts on, the gradient
-  joins the task loss's in each layer's mask, whose backward the step runs anyway.)
+* ``cost_marginal``: what the cost adds to a training step: the search step (task loss + lambda *
+  ``model.cost``) minus the same step without the cost term (task loss only, on the same model with
+  optimizers of its own), the median of the per-round differences. Everything the cost brings is in
+  it: the counts, the cost node forward and backward, the extra gradient into each mask.
 * ``cost_after_forward``: ``model.cost`` right after the forward, then ``cost.backward()`` all the
-  way to the assignment parameters (an upper bound: includes every mask's backward);
+  way to the assignment parameters (includes every mask's backward, which a step runs anyway);
 * ``cost_recomputed``: ``model.cost`` + backward with no forward before it (every layer's mask
   is evaluated again: the fallback path);
 * ``step``: the whole search-phase step (forward, task loss + lambda * cost, backward, optimizers).
@@ -40,17 +40,9 @@ def main() -> None:
         model = common.searchable(plain, soc).to(device)
         x, y = common.batch(args.batch_size, device)
         step = common.training_step(model, x, y, args.lambda_)
-        cost_times: dict[str, list[float]] = {"cost_marginal": [], "cost_after_forward": [], "cost_recomputed": []}
-
-        def cost_marginal() -> None:
-            model(x)  # not timed
-            common.synchronize(device)
-            start = time.process_time()
-            counts = model.unit_counts()
-            cost = model.searched_cost_of(counts)[model.metric].sum()
-            torch.autograd.grad(cost, counts)
-            common.synchronize(device)
-            cost_times["cost_marginal"].append(time.process_time() - start)
+        # The same model (same tensors, same allocations), its own optimizers: only the cost term differs.
+        step_without_cost = common.training_step(model, x, y, 0.0)
+        cost_times: dict[str, list[float]] = {"cost_after_forward": [], "cost_recomputed": []}
 
         def cost_after_forward() -> None:
             model(x)  # not timed: leaves each layer's forward counts behind
@@ -66,11 +58,13 @@ def main() -> None:
             common.synchronize(device)
             cost_times["cost_recomputed"].append(time.process_time() - start)
 
-        timings = common.interleaved({"step": step, "cost_marginal": cost_marginal,
+        timings = common.interleaved({"step": step, "step_without_cost": step_without_cost,
                                       "cost_after_forward": cost_after_forward,
                                       "cost_recomputed": cost_recomputed}, args.repetitions, device)
         for values in cost_times.values():
             del values[:-args.repetitions]  # drop the warm-up calls
+        cost_times["cost_marginal"] = [with_cost - without for with_cost, without in
+                                       zip(timings["step"].cpu, timings["step_without_cost"].cpu)]
         step_cpu = statistics.median(timings["step"].cpu)
         entry = {"model": model_name, "split_layers": len(model.split_names),
                  "step_cpu_median_s": step_cpu,

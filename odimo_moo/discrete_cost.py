@@ -96,8 +96,9 @@ class CostTables:
             states = self._states_of(missing)
             if len(memo) + len(states) > REMEMBERED_TERMS:
                 memo.clear()
-            for start in range(0, len(states), self._states_per_pass()):
-                chunk = states[start:start + self._states_per_pass()]
+            per_pass = self._states_per_pass()
+            for start in range(0, len(states), per_pass):
+                chunk = states[start:start + per_pass]
                 memo.update(zip(chunk, self._compute_terms(chunk, metric)))
         return [memo[key] for key in keys]
 
