@@ -4,8 +4,9 @@ Per SoC (same models as ``step_time``), timed interleaved with the full search s
 
 * ``cost_marginal``: what the cost adds to a training step: the search step (task loss + lambda *
   ``model.cost``) minus the same step without the cost term (task loss only, on the same model with
-  optimizers of its own), the median of the per-round differences. Everything the cost brings is in
-  it: the counts, the cost node forward and backward, the extra gradient into each mask.
+  optimizers of its own), the median and quartiles of the per-round differences. Everything the cost
+  brings is in it, but it is the difference of two whole steps: where the cost is a small share of a
+  long step, the quartiles straddle zero and only ``cost_after_forward`` bounds it.
 * ``cost_after_forward``: ``model.cost`` right after the forward, then ``cost.backward()`` all the
   way to the assignment parameters (includes every mask's backward, which a step runs anyway);
 * ``cost_recomputed``: ``model.cost`` + backward with no forward before it (every layer's mask
@@ -71,12 +72,15 @@ def main() -> None:
                  "step_wall_median_s": statistics.median(timings["step"].wall)}
         for name, values in cost_times.items():
             entry[f"{name}_cpu_median_s"] = statistics.median(values)
+            entry[f"{name}_cpu_quartiles_s"] = statistics.quantiles(values, n=4)
             entry[f"{name}_share_of_step"] = statistics.median(values) / step_cpu
+        low, _, high = entry["cost_marginal_cpu_quartiles_s"]
         result["socs"][soc_name] = entry
-        print(f"{soc_name} {model_name}: cost share {entry['cost_marginal_share_of_step']:.2%} "
-              f"(down to the alphas: {entry['cost_after_forward_share_of_step']:.2%}, "
-              f"recomputed masks: {entry['cost_recomputed_share_of_step']:.2%}) of a "
-              f"{step_cpu * 1000:.0f} ms CPU step")
+        print(f"{soc_name} {model_name}: the cost down to the alphas "
+              f"{entry['cost_after_forward_share_of_step']:.2%} (recomputed masks: "
+              f"{entry['cost_recomputed_share_of_step']:.2%}) of a {step_cpu * 1000:.0f} ms CPU step; "
+              f"step with minus without the cost {entry['cost_marginal_share_of_step']:.2%} "
+              f"(quartiles {low * 1000:.2f} to {high * 1000:.2f} ms)")
     common.write_result("cost_share", result, args.output)
 
 
