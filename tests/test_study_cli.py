@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import torch
+import yaml
 from torch import nn
 
 from test_search_cli import NEEDS_ONNX
@@ -62,6 +65,23 @@ def test_report_json_and_front_trials_fetched_from_the_artifact_store(tmp_path, 
         assert (folder / "mapping.png").is_file()
     assert odimo("report", str(tmp_path / "out"), "--out", str(tmp_path / "rep"), "--artifacts",
                  str(tmp_path / "none")) == 0  # no store here: the report still works, paths as stored
+
+
+def test_report_reads_results_without_the_studys_plugins_or_torch(tmp_path):
+    """On a machine without the study's plugin the report still reads the study, and its process
+    loads no torch (only the name, output folder and storage of the study file are read)."""
+    config = toy_config(tmp_path, trials=2)
+    assert odimo("run", str(config), "--no-report") == 0
+    stored = tmp_path / "out" / "study.yaml"
+    raw = yaml.safe_load(stored.read_text())
+    raw["plugins"] = ["a_plugin_this_machine_does_not_have"]
+    stored.write_text(yaml.safe_dump(raw))
+    script = ("import sys\nfrom odimo_moo.cli import main\n"
+              f"assert main(['report', {str(tmp_path / 'out')!r}, '--out', {str(tmp_path / 'rep')!r}]) == 0\n"
+              "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "rep" / "pareto.json").read_text())["fronts"]["latency"]["points"]
 
 
 @NEEDS_ONNX

@@ -49,18 +49,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def _from_config(ref: str | None, plugins: list[str]) -> tuple[str, str | None, Path | None]:
-    """Storage URL, study name and study folder named by a study file, packaged study or output folder."""
+def _from_config(ref: str | None) -> tuple[str, str | None, Path | None]:
+    """Storage URL, study name and study folder named by a study file, packaged study or output folder
+    (read without loading the study's plugins: a report reads results only)."""
     from ..errors import UsageError
-    from ..study.config import load_study
+    from ..study.config import study_location
 
     folder = Path(ref).expanduser() if ref else None
     if folder is not None and folder.is_dir():
         if not (folder / "study.yaml").is_file():
             raise UsageError(f"{folder} is not an `odimo run` output folder (no study.yaml)")
         ref = str(folder / "study.yaml")
-    config = load_study(ref, plugins=plugins)
-    return config.storage, config.name, config.out
+    location = study_location(ref)
+    return location.storage, location.name, location.out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +80,7 @@ def _storage_of(args: argparse.Namespace) -> tuple[str, str | None, Path | None]
             raise UsageError(f"--storage {exc}") from None
     if args.study_name:
         raise UsageError("--study needs --storage (a study file or folder names its own study)")
-    return _from_config(args.study, args.plugin)
+    return _from_config(args.study)
 
 
 def _artifact_folder(args: argparse.Namespace, study: Any) -> Path | None:

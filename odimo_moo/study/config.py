@@ -18,11 +18,11 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import UsageError
 from ..yaml_loader import InvalidYaml, parse_yaml
-from .schema import Choice, Heartbeat, Param, Range, SamplerSpec, StudyConfig
-from .validation import validate
+from .schema import Choice, Heartbeat, Param, Range, SamplerSpec, StudyConfig, StudyLocation
+from .validation import locate, validate
 
-__all__ = ["Choice", "Heartbeat", "Param", "Range", "SamplerSpec", "StudyConfig", "apply_overrides", "load_study",
-           "packaged_studies", "read_study_file", "validate"]
+__all__ = ["Choice", "Heartbeat", "Param", "Range", "SamplerSpec", "StudyConfig", "StudyLocation", "apply_overrides",
+           "load_study", "packaged_studies", "read_study_file", "study_location", "validate"]
 
 PACKAGED_STUDIES = "odimo_moo.studies"
 
@@ -86,6 +86,13 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> tup
         else:
             node[keys[-1]] = value
     return result, problems
+
+
+def study_location(ref: str | None) -> StudyLocation:
+    """Where the study of a study file keeps its results (see :func:`~.validation.locate`): read without
+    loading its plugins, for commands that only read results (``odimo report``)."""
+    raw, source = read_study_file(ref)
+    return locate(raw, source)
 
 
 def load_study(ref: str | None, overrides: Mapping[str, Any] | None = None, *,

@@ -86,6 +86,15 @@ def space_spec(space: tuple[Param, ...]) -> dict[str, Any]:
     return {p.name: p.to_spec() for p in space}
 
 
+@dataclass(frozen=True)
+class StudyLocation:
+    """Where a study keeps its results: its name, output folder and storage URL."""
+
+    name: str
+    out: Path
+    storage: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class StudyConfig:
     """A validated study. Paths are absolute; ``storage`` is a SQLAlchemy URL or ``journal:///PATH``

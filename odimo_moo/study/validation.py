@@ -15,7 +15,7 @@ from . import storage_url
 from .drivers import DRIVERS
 from .problems import Problems, mapping, optional, string_list, typed, unknown_keys
 from .registry_names import Names, check_name, registry_names
-from .schema import HEARTBEAT_KEYS, REQUIRED_KEYS, TOP_LEVEL_KEYS, Heartbeat, SamplerSpec, StudyConfig
+from .schema import HEARTBEAT_KEYS, REQUIRED_KEYS, TOP_LEVEL_KEYS, Heartbeat, SamplerSpec, StudyConfig, StudyLocation
 from .settings import check_bounds, declared, read_scalar
 from .space_rules import parse_enqueue, parse_search_space, parse_training
 
@@ -123,14 +123,43 @@ def _first_checks(raw: Mapping[str, Any], extra_plugins: Sequence[str],
         if raw.get(key) is None:
             problems.add(key, "is required")
     values = _scalars(raw, StudyConfig, problems)
-    if not values["name"].strip() or "/" in values["name"]:
-        problems.add("name", f"must be a non-empty name without '/', got {values['name']!r}")
+    _check_study_name(values["name"], problems)
     values["plugins"] = tuple(extra_plugins) + string_list(raw.get("plugins"), "plugins", problems)
     names = registry_names(values["plugins"], values["strategy"], problems)
     _check_registered(values, names, problems)
     for key in ("soc", "model", "dataset"):
         values[key] = values[key] or ""
     return values, names
+
+
+def _check_study_name(name: str, problems: Problems) -> None:
+    if not name.strip() or "/" in name:
+        problems.add("name", f"must be a non-empty name without '/', got {name!r}")
+
+
+def _location(raw: Mapping[str, Any], name: str, problems: Problems) -> tuple[Path, str]:
+    """The output folder and the storage URL of study ``name``."""
+    out = Path(optional(raw, "out", str, f"runs/{name}", problems)).expanduser().resolve()
+    return out, _storage_url(raw.get("storage"), out, problems)
+
+
+def _raise_problems(problems: Problems, source: str) -> None:
+    if problems.lines:
+        count = len(problems.lines)
+        raise UsageError(f"{source}: {count} problem{'s' if count > 1 else ''}:\n  " + "\n  ".join(problems.lines))
+
+
+def locate(raw: Mapping[str, Any], source: str = "study") -> StudyLocation:
+    """Where a study keeps its results (name, output folder, storage URL), by :func:`validate`'s rules
+    for those three settings and nothing else: reading a study's results needs neither its plugins
+    nor its training settings (nor torch, which the plugins import). One UsageError if they are wrong."""
+    problems = Problems()
+    name_field = next(f for f, _ in declared(StudyConfig) if f.name == "name")
+    name = read_scalar(raw, name_field, problems)
+    _check_study_name(name, problems)
+    out, storage = _location(raw, name, problems)
+    _raise_problems(problems, source)
+    return StudyLocation(name, out, storage)
 
 
 def _searched(raw: Mapping[str, Any], values: dict[str, Any], names: Names | None, problems: Problems) -> None:
@@ -159,17 +188,15 @@ def validate(raw: Mapping[str, Any], source: str = "study", *, extra_plugins: Se
     problems = Problems(earlier_problems)
     values, names = _first_checks(raw, extra_plugins, problems)
     values["metrics"] = _metrics(raw.get("metrics", ["latency"]), problems)
-    out = Path(optional(raw, "out", str, f"runs/{values['name']}", problems)).expanduser().resolve()
+    out, storage = _location(raw, values["name"], problems)
     _searched(raw, values, names, problems)
     config = StudyConfig(
-        **values, out=out, storage=_storage_url(raw.get("storage"), out, problems),
+        **values, out=out, storage=storage,
         exclude=string_list(raw.get("exclude"), "exclude", problems),
         sampler=_sampler(raw.get("sampler"), values["driver"], problems),
         heartbeat=_heartbeat(raw.get("heartbeat"), problems),
         constraints=constraint_rules.parse(raw.get("constraints"), problems),
         artifacts=_artifacts(raw.get("artifacts"), out, problems))
-    if problems.lines:
-        count = len(problems.lines)
-        raise UsageError(f"{source}: {count} problem{'s' if count > 1 else ''}:\n  " + "\n  ".join(problems.lines))
+    _raise_problems(problems, source)
     return config
 
