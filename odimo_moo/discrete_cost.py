@@ -33,6 +33,8 @@ from .soc import SoC
 SIGNIFICANT = 1e-3
 #: How many (layer, counts) terms a :class:`CostTables` remembers per metric before it starts afresh.
 REMEMBERED_TERMS = 1 << 16
+#: A two-unit layer's missing split brings the splits within this many channels of it (one pass).
+NEIGHBOURS = 32
 #: The most float64 elements of one :func:`pair_slopes` intermediate when terms are computed in bulk.
 PASS_ELEMENTS = 1 << 21
 
@@ -85,8 +87,9 @@ class CostTables:
         Both are pure functions of the layer and its counts, and a search revisits the same counts
         of each layer step after step: each (layer, counts) is computed once and remembered (up to
         :data:`REMEMBERED_TERMS` per metric). A layer that only two units can run has only ``C + 1``
-        splits: the first time one is asked for, all of them are computed in the same vectorized pass
-        as the other layers' missing counts. Values equal computing the layers one set of counts at a
+        splits, and a search moves its boundary a few channels at a time: when one is missing, the
+        splits within :data:`NEIGHBOURS` channels of it are computed in the same vectorized pass as
+        the other layers' missing counts. Values equal computing the layers one set of counts at a
         time (the SoC's ``layer_costs`` treats layers independently).
         """
         memo = self._terms.setdefault(metric, {})
@@ -103,8 +106,8 @@ class CostTables:
         return [memo[key] for key in keys]
 
     def _states_of(self, missing: Sequence[tuple[int, tuple[int, ...]]]) -> list[tuple[int, tuple[int, ...]]]:
-        """The (layer, counts) to compute for ``missing``: each of them, or every split of a two-unit
-        layer's channels."""
+        """The (layer, counts) to compute for ``missing``: each of them, and for a layer two units run,
+        every split of its channels within :data:`NEIGHBOURS` channels of the missing one."""
         if self._runnable is None:
             self._runnable = [tuple(k for k, usable in enumerate(row) if usable)
                               for row in torch.isfinite(self.times[:, :, 1]).t().tolist()]
@@ -114,8 +117,8 @@ class CostTables:
             if len(units) != 2:
                 states[(layer, column)] = None
                 continue
-            channels = sum(column)
-            for n in range(channels + 1):
+            channels, first = sum(column), column[units[0]]
+            for n in range(max(0, first - NEIGHBOURS), min(channels, first + NEIGHBOURS) + 1):
                 split = [0] * len(column)
                 split[units[0]], split[units[1]] = n, channels - n
                 states[(layer, tuple(split))] = None

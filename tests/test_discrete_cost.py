@@ -249,7 +249,7 @@ def test_remembered_layer_terms_equal_computing_every_layer_at_once(socs, soc_na
         assert torch.equal(tables.unit_gradient_table(counts, metric), expected_gradients)
 
 
-def test_a_two_unit_layers_splits_are_computed_in_one_pass_and_remembered(socs, monkeypatch):
+def test_a_two_unit_layers_nearby_splits_come_in_one_pass_and_are_remembered(socs, monkeypatch):
     from odimo_moo import discrete_cost
 
     model = ODiMO(resnet8(10, 1, (8, 8)), socs["diana"], (1, 8, 8), quantize=False)
@@ -257,10 +257,27 @@ def test_a_two_unit_layers_splits_are_computed_in_one_pass_and_remembered(socs, 
     passes = []
     original = discrete_cost.pair_slopes
     monkeypatch.setattr(discrete_cost, "pair_slopes", lambda *args: passes.append(1) or original(*args))
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(5):
-        tables.layer_terms([tuple(c) for c in _random_counts(model, generator).long().t().tolist()], "latency")
+    layers = [(layer.unit_indices.tolist(), layer.channels) for _, layer in model.split_layers()]
+    widest = max(range(len(layers)), key=lambda index: layers[index][1])
+    assert layers[widest][1] > discrete_cost.NEIGHBOURS + 1
+
+    def ask(first: int) -> None:
+        """Every layer's channels on its first unit, but ``first`` of the widest layer's."""
+        columns = []
+        for index, (units, channels) in enumerate(layers):
+            column = [0, 0]
+            column[units[0]] = first if index == widest else channels
+            column[units[1]] = channels - column[units[0]]
+            columns.append(tuple(column))
+        tables.layer_terms(columns, "latency")
+
+    for first in range(discrete_cost.NEIGHBOURS + 1):  # the first ask brings its neighbours
+        ask(first)
     assert len(passes) == 1
+    ask(discrete_cost.NEIGHBOURS + 1)  # one channel beyond them: a pass of its own, then remembered
+    ask(discrete_cost.NEIGHBOURS + 1)
+    ask(1)
+    assert len(passes) == 2
 
 
 def test_network_cost_equals_the_scattered_per_layer_costs(socs):
