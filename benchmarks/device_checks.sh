@@ -63,10 +63,10 @@ run_checks() {
     python3 -c "import sys, torch, optuna, pymoo, odimo_moo
 print('python', sys.version.split()[0], 'torch', torch.__version__, 'optuna', optuna.__version__,
       'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"
-    step 180 step_time python3 benchmarks/step_time.py --device "$device" --repetitions "$repetitions" \
+    step 150 step_time python3 benchmarks/step_time.py --device "$device" --repetitions "$repetitions" \
         --output "$out/step_time_$device.json"
     step 120 memory python3 benchmarks/memory.py --device "$device" --output "$out/memory_$device.json"
-    step 240 time_to_front python3 benchmarks/time_to_front.py --device "$device" \
+    step 270 time_to_front python3 benchmarks/time_to_front.py --device "$device" \
         --output "$out/time_to_front_$device.json"
 }
 
