@@ -20,7 +20,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from . import native_kernels
-from .weight_quantizers import IntWeightQuantizer, TernaryWeightQuantizer, ternary_levels
+from .weight_quantizers import IntWeightQuantizer, TernaryWeightQuantizer, int_level_range, ternary_levels
 
 #: Term kinds quantized inside the mix (compiled path only).
 ENCODED_KINDS = ("int", "ternary")
@@ -97,7 +97,7 @@ def _encode(kind: str, weight: torch.Tensor, scale_parameter: torch.Tensor | Non
     """An encoded term's ``(int8 levels in the weight's shape, scale [C] or [1], largest [C, 1] or None)``."""
     if kind == "int":
         (bits,) = options
-        levels, scale = native_kernels.int_weight_levels(weight, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        levels, scale = native_kernels.int_weight_levels(weight, *int_level_range(bits))
         return levels, torch.tensor([scale], dtype=torch.float32), None
     threshold, power_of_two = options
     _, levels, largest, scale = ternary_levels(weight, scale_parameter, threshold, power_of_two, values=False)

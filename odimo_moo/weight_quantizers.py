@@ -30,11 +30,16 @@ def power_of_two_ceil(x: torch.Tensor) -> torch.Tensor:
     return torch.ldexp(torch.ones_like(x), exponent - (mantissa == 0.5).to(exponent.dtype))
 
 
+def int_level_range(bits: int) -> tuple[int, int]:
+    """The lowest and highest level of symmetric signed ``bits``-bit weights: ``-2^(bits-1)``, ``2^(bits-1) - 1``."""
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
 def int_weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
     """The scale of :class:`IntWeightQuantizer`: the smallest power of two >= ``max|w| / (2^(bits-1) - 1)``
     (``max|w|`` at least 1e-12), a 0-d tensor without gradient."""
     with torch.no_grad():
-        return power_of_two_ceil(weight.abs().amax().clamp_min(1e-12) / (2 ** (bits - 1) - 1))
+        return power_of_two_ceil(weight.abs().amax().clamp_min(1e-12) / int_level_range(bits)[1])
 
 
 class IntWeightQuantizer(nn.Module):
@@ -53,14 +58,14 @@ class IntWeightQuantizer(nn.Module):
     def reference_forward(self, weight: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` as plain differentiable ops (its specification; equal values and gradients)."""
         scale = self.scale(weight)
-        low, high = -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
+        low, high = int_level_range(self.bits)
         return ste_round(weight / scale).clamp(low, high) * scale
 
     @torch.no_grad()
     def integer_weight(self, weight: torch.Tensor) -> "IntegerWeight":
         """:meth:`forward`'s values as integer levels times one power-of-two scale (exactly)."""
         scale = self.scale(weight)
-        levels = torch.div(weight, scale).round_().clamp_(-(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1)
+        levels = torch.div(weight, scale).round_().clamp_(*int_level_range(self.bits))
         return IntegerWeight(levels.to(integer_dtype(self.bits)), scale, self.bits, "int")
 
 
@@ -76,7 +81,7 @@ class _FakeQuantizeInt(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, bits: int) -> torch.Tensor:  # type: ignore[override]
-        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        low, high = int_level_range(bits)
         if native_kernels.applies(weight):
             return native_kernels.quantize_int_weight(weight, low, high)  # the scale in the same call
         scale = int_weight_scale(weight, bits)
@@ -95,6 +100,12 @@ def channel_scale_of(log_scale: torch.Tensor, power_of_two: bool) -> torch.Tenso
     if not (torch.is_grad_enabled() and log_scale.requires_grad):
         return torch.exp2(exponent.round_())  # the same value, no straight-through terms to record
     return torch.exp2(exponent.detach().round() + (exponent - exponent.detach()))  # exactly 2^round
+
+
+def ternary_threshold(magnitude: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Per output channel of ``magnitude`` ``[C, n]`` (``|w|``), the magnitude under which a ternary
+    weight is zero: ``threshold`` times the channel's mean (the ternary-weight-network rule), ``[C, 1]``."""
+    return threshold * magnitude.mean(dim=1, keepdim=True)
 
 
 class TernaryWeightQuantizer(nn.Module):
@@ -122,7 +133,7 @@ class TernaryWeightQuantizer(nn.Module):
     def levels(self, weight: torch.Tensor) -> torch.Tensor:
         """The ternary values of ``weight`` (no scale), straight-through to ``weight``."""
         flat = weight.flatten(1)
-        delta = self.threshold * flat.detach().abs().mean(dim=1, keepdim=True)
+        delta = ternary_threshold(flat.detach().abs(), self.threshold)
         hard = torch.sign(flat) * (flat.detach().abs() > delta)
         normalized = flat / flat.detach().abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
         return (normalized + (hard - normalized).detach()).view_as(weight)
@@ -130,7 +141,7 @@ class TernaryWeightQuantizer(nn.Module):
     @torch.no_grad()
     def _initialize(self, weight: torch.Tensor) -> None:
         flat = weight.flatten(1).abs()
-        delta = self.threshold * flat.mean(dim=1, keepdim=True)
+        delta = ternary_threshold(flat, self.threshold)
         kept = (flat > delta).to(flat.dtype)
         mean_kept = (flat * kept).sum(1) / kept.sum(1).clamp_min(1.0)
         self.log_scale.copy_(mean_kept.clamp_min(1e-8).log())
@@ -168,7 +179,7 @@ class TernaryWeightQuantizer(nn.Module):
         self.ensure_initialized(weight)
         flat = weight.reshape(weight.shape[0], -1)
         magnitude = flat.abs()
-        hard = torch.sign(flat).mul_(magnitude > self.threshold * magnitude.mean(dim=1, keepdim=True))
+        hard = torch.sign(flat).mul_(magnitude > ternary_threshold(magnitude, self.threshold))
         scale = self.channel_scale().to(weight.dtype)
         return IntegerWeight(hard.view(weight.shape).to(torch.int8), scale, 2, "ternary")
 
@@ -181,7 +192,7 @@ def ternary_levels(weight: torch.Tensor, log_scale: torch.Tensor, threshold: flo
     with torch.no_grad():
         scale = channel_scale_of(log_scale, power_of_two)
         flat = weight.reshape(weight.shape[0], -1)
-        delta = threshold * flat.abs().mean(dim=1, keepdim=True)
+        delta = ternary_threshold(flat.abs(), threshold)
         return (*native_kernels.quantize_ternary(flat, delta, scale, values=values), scale)
 
 
@@ -207,7 +218,7 @@ class _FakeQuantizeTernary(torch.autograd.Function):
         scale = channel_scale_of(log_scale, power_of_two)
         flat = weight.reshape(weight.shape[0], -1)
         magnitude = flat.abs()
-        delta = threshold * magnitude.mean(dim=1, keepdim=True)
+        delta = ternary_threshold(magnitude, threshold)
         hard = torch.sign(flat).mul_(magnitude > delta)
         largest = magnitude.amax(dim=1, keepdim=True).clamp_min_(1e-12)
         ctx.save_for_backward(hard, largest, scale)
