@@ -230,7 +230,7 @@ def discrete_layer_cost(tables: CostTables, counts: torch.Tensor, metric: str) -
     return _DiscreteLayerCost.apply(counts, tables, metric)
 
 
-class _NetworkCost(torch.autograd.Function):
+class _SearchedLayersCost(torch.autograd.Function):
     """Sum of the layers' hard costs from every layer's channels per local unit; per-layer gradients
     from :meth:`CostTables.layer_terms` (one node, no [K, L] scatter)."""
 
@@ -257,8 +257,8 @@ class _NetworkCost(torch.autograd.Function):
         return (None, None, None, *flat.to(ctx.dtype).split(ctx.sizes))
 
 
-def network_cost(tables: CostTables, metric: str, layer_counts: Sequence[torch.Tensor],
-                 layer_units: Sequence[Sequence[int]]) -> torch.Tensor:
+def searched_layers_cost(tables: CostTables, metric: str, layer_counts: Sequence[torch.Tensor],
+                         layer_units: Sequence[Sequence[int]]) -> torch.Tensor:
     """Hard cost (float64, summed over layers) of the integer channel counts ``layer_counts[l]``
     (``[K_l]``: layer ``l``'s channels on each of its SoC units ``layer_units[l]``), differentiable
     w.r.t. every layer's counts with the exact-difference gradient of :func:`unit_gradients`.
@@ -267,5 +267,5 @@ def network_cost(tables: CostTables, metric: str, layer_counts: Sequence[torch.T
     """
     if not layer_counts:
         return torch.zeros((), dtype=tables.times.dtype, device=tables.times.device)
-    return _NetworkCost.apply(tables, metric, tuple(tuple(int(u) for u in units) for units in layer_units),
-                              *layer_counts)
+    return _SearchedLayersCost.apply(tables, metric, tuple(tuple(int(u) for u in units) for units in layer_units),
+                                     *layer_counts)

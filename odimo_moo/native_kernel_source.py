@@ -218,8 +218,8 @@ void mix_levels_forward(const int8_t *restrict levels, const float *restrict sca
 /* The backward of one encoded term of the mix, for the mixed weight's gradient g (rows row_stride apart):
    grad_mask[c] = sum_i g * (levels * scale[c]) (as mix_dense_backward on the decoded term);
    the shared weight's gradient (+)= g * m[c] (largest NULL: the int quantizer's straight-through
-   identity) or (g * m[c] * scale[c]) / largest[c] (the ternary quantizer's, as ternary_backward);
-   grad_scale[c] = sum_i (g * m[c]) * levels (as ternary_backward). NULL outputs are skipped. */
+   identity) or (g * m[c] * scale[c]) / largest[c] (the ternary quantizer's, as its eager backward);
+   grad_scale[c] = sum_i (g * m[c]) * levels (likewise). NULL outputs are skipped. */
 void levels_backward(const float *restrict grad, int64_t row_stride, const int8_t *restrict levels,
                      const float *restrict scale, int64_t scale_stride, const float *restrict largest,
                      const float *restrict mask, int64_t mask_stride, float *restrict grad_weight, int accumulate,

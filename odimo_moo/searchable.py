@@ -18,7 +18,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .assignment import SoftmaxAssignment, make_assignment
 from .deploy import FixedQuantizedLayer, fold_batchnorm, round_biases
-from .discrete_cost import CostTables, discrete_layer_cost, network_cost
+from .discrete_cost import CostTables, discrete_layer_cost, searched_layers_cost
 from .errors import UsageError
 from .front_point import COST_METRICS
 from .graph_patterns import input_is_non_negative, output_size
@@ -309,7 +309,7 @@ class ODiMO(nn.Module):
         if metric not in COST_METRICS:
             raise UsageError(f"unknown metric {metric!r}; choose one of {', '.join(COST_METRICS)}")
         counts = [layer.channel_counts() for _, layer in self.split_layers()]
-        total = network_cost(self._cost_tables(), metric, counts, self._layer_units)
+        total = searched_layers_cost(self._cost_tables(), metric, counts, self._layer_units)
         if include_fixed:
             total = total + self._fixed_costs[metric]
         return total

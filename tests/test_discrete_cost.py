@@ -280,7 +280,7 @@ def test_a_two_unit_layers_nearby_splits_come_in_one_pass_and_are_remembered(soc
     assert len(passes) == 2
 
 
-def test_network_cost_equals_the_scattered_per_layer_costs(socs):
+def test_searched_layers_cost_equals_the_scattered_per_layer_costs(socs):
     """ODiMO.cost_of (one node over every layer's counts) has the value and the assignment gradient of
     the per-layer costs of the [K, L] counts (searched_cost_of(unit_counts())), summed."""
     torch.manual_seed(0)
