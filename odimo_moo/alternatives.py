@@ -20,7 +20,7 @@ from torch.autograd.function import once_differentiable
 
 from .quantizers import (ActivationQuantizer, PowerOfTwoActivationQuantizer, clip_descent_direction, clip_gradient,
                          coded_activation_gradients, coded_levels)
-from .weight_mix import WeightTerm, encoded_term
+from .weight_mix import MixState, WeightMixture, WeightTerm, encoded_term, mix_backward, mix_forward, mixed_weight
 from .weight_quantizers import IntegerWeight, integer_weight, same_quantization, scale_weight_channels
 
 #: Activation quantizers whose fake quantization the fused layer reproduces (through their ``grid``).
@@ -186,19 +186,26 @@ def run_dense(source: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: to
     return F.conv2d(x, weight, bias, source.stride, source.padding, source.dilation, source.groups)
 
 
-def run_dense_quantized(source: nn.Module, x: torch.Tensor, quantizer: nn.Module, weight: torch.Tensor,
-                        bias: torch.Tensor | None) -> torch.Tensor:
+def run_dense_quantized(source: nn.Module, x: torch.Tensor, quantizer: nn.Module,
+                        weight: torch.Tensor | WeightMixture, bias: torch.Tensor | None) -> torch.Tensor:
     """``run_dense(source, quantizer(x), weight, bias)``, fused when ``quantizer`` is an
     :class:`ActivationQuantizer` and ``source`` a Linear or a zero-padded Conv2d.
 
     The fused node computes the same values and gradients but keeps the quantized input for the
     backward as integer levels (1 byte per element for up to 8 bits) instead of a float copy: the
     searchable layer then saves about a quarter activation more than the plain layer, not a whole one.
+    A :class:`WeightMixture` (a split layer's folded weight) is mixed inside the same node, whose
+    backward then hands the op's weight gradient to the mix's backward to overwrite.
     """
     if type(quantizer) not in _FUSABLE_QUANTIZERS or not _fusable(source):
+        if isinstance(weight, WeightMixture):
+            weight = mixed_weight(weight)
         return run_dense(source, quantizer(x), weight, bias)
-    return _QuantizedInputLayer.apply(x, quantizer.log2_clip, weight, bias, source, quantizer.levels,
-                                      quantizer.signed, quantizer.grid)
+    if isinstance(weight, WeightMixture):
+        return _QuantizedInputLayer.apply(x, quantizer.log2_clip, bias, source, quantizer.levels, quantizer.signed,
+                                          quantizer.grid, (weight.plan, weight.shape), weight.mask, *weight.inputs)
+    return _QuantizedInputLayer.apply(x, quantizer.log2_clip, bias, source, quantizer.levels, quantizer.signed,
+                                      quantizer.grid, None, weight)
 
 
 def _fusable(source: nn.Module) -> bool:
@@ -225,7 +232,9 @@ def _op_backward(source: nn.Module, grad: torch.Tensor, x: torch.Tensor, weight:
 
 class _QuantizedInputLayer(torch.autograd.Function):
     """Fake-quantize the input (see ``odimo_moo.quantizers._FakeQuantizeActivation``), then run the
-    layer's op over it, in one autograd node.
+    layer's op over it, in one autograd node; with ``mixing`` (a :class:`WeightMixture`'s plan and
+    shape; ``weights`` its mask and inputs) the weight is mixed in the node too, else ``weights`` is
+    the weight alone.
 
     Saves ``x`` (kept alive by its producer anyway), the input's integer levels (compact), the
     weight and the grid. The backward runs the op's backward with the integer levels as input (the
@@ -234,28 +243,45 @@ class _QuantizedInputLayer(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, log2_clip: torch.Tensor, weight: torch.Tensor,  # type: ignore[override]
-                bias: torch.Tensor | None, source: nn.Module, levels: int, signed: bool,
-                grid: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, log2_clip: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
+                source: nn.Module, levels: int, signed: bool,
+                grid: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]], mixing: tuple | None,
+                *weights: torch.Tensor) -> torch.Tensor:
         clip, step = grid(log2_clip, levels)  # clip: the grid's top
         quantized, code = coded_levels(x, clip, step, levels, signed)
+        if mixing is None:
+            weight, mix_saved, ctx.has_largest = weights[0], [], []
+        else:
+            weight, mix_saved, ctx.has_largest = mix_forward(WeightMixture(weights[0], *mixing, weights[1:]))
         output = run_dense(source, quantized, weight, bias)
-        ctx.save_for_backward(x, code, weight, clip, step)
+        ctx.save_for_backward(x, code, weight, clip, step, *(weights if mixing else ()), *mix_saved)
         ctx.source, ctx.signed, ctx.has_bias, ctx.weight_dtype = source, signed, bias is not None, weight.dtype
+        ctx.mixing, ctx.weights = mixing, len(weights)
         return output
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        x, code, weight, clip, step = ctx.saved_tensors
-        need_x, need_clip, need_weight, need_bias = ctx.needs_input_grad[:4]
+        x, code, weight, clip, step, *mix_saved = ctx.saved_tensors
+        need_x, need_clip, need_bias = ctx.needs_input_grad[:3]
+        need_weights = ctx.needs_input_grad[8:]
         integers = code.to(grad.dtype)
         weight = weight.to(grad.dtype)
         source = ctx.source
-        grad_input, grad_weight, grad_bias = _op_backward(source, grad, integers, weight, need_x, need_weight,
+        grad_input, grad_weight, grad_bias = _op_backward(source, grad, integers, weight, need_x, any(need_weights),
                                                           need_bias and ctx.has_bias)
-        if grad_weight is not None:
-            grad_weight = grad_weight.mul_(step.to(grad_weight.dtype)).to(ctx.weight_dtype)
+        if ctx.mixing is None:
+            grad_weights = [None if grad_weight is None else
+                            grad_weight.mul_(step.to(grad_weight.dtype)).to(ctx.weight_dtype)]
+        elif grad_weight is None:
+            grad_weights = [None] * ctx.weights
+        else:
+            # The op's weight gradient is this node's own: the mix's backward may write over it.
+            state = MixState(mix_saved[0], ctx.mixing[0], mix_saved[1:ctx.weights], mix_saved[ctx.weights:],
+                             ctx.has_largest)
+            grad_mask, grads = mix_backward(grad_weight.to(ctx.weight_dtype), state, need_weights[0],
+                                            need_weights[1:], factor=step.to(ctx.weight_dtype), owned=True)
+            grad_weights = [grad_mask, *grads]
         if grad_bias is not None:
             grad_bias = grad_bias.to(ctx.weight_dtype)
         grad_x = grad_log2_clip = None
@@ -274,4 +300,4 @@ class _QuantizedInputLayer(torch.autograd.Function):
             direction = clip_descent_direction(x, integers, step, clip, ctx.signed)
             _, direction_weight, _ = _op_backward(source, grad, direction, weight, False, True, False)
             grad_log2_clip = clip_gradient(weight, direction_weight, clip)
-        return grad_x, grad_log2_clip, grad_weight, grad_bias, None, None, None, None
+        return grad_x, grad_log2_clip, grad_bias, None, None, None, None, None, *grad_weights

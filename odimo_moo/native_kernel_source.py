@@ -119,12 +119,6 @@ float quantize_int_weight(const float *restrict w, float *restrict out, int64_t 
     return scale;
 }
 
-/* The same quantizer's levels as int8 (|levels| <= 127), for the weight mix of encoded terms. */
-float int_weight_levels(const float *restrict w, int8_t *restrict levels, int64_t n, float low, float high) {
-    float scale = int_weight_scale(w, n, high), inverse = 1.0f / scale;
-    for (int64_t i = 0; i < n; ++i) levels[i] = (int8_t)clamp_level(rintf(w[i] * inverse), low, high);
-    return scale;
-}
 
 void quantize_ternary(const float *restrict w, const float *restrict delta, const float *restrict scale,
                       float *restrict out, int8_t *restrict hard, float *restrict largest, int64_t channels,
@@ -215,20 +209,57 @@ void mix_levels_forward(const int8_t *restrict levels, const float *restrict sca
     }
 }
 
-/* The backward of one encoded term of the mix, for the mixed weight's gradient g (rows row_stride apart):
-   grad_mask[c] = sum_i g * (levels * scale[c]) (as mix_dense_backward on the decoded term);
-   the shared weight's gradient (+)= g * m[c] (largest NULL: the int quantizer's straight-through
-   identity) or (g * m[c] * scale[c]) / largest[c] (the ternary quantizer's, as its eager backward);
-   grad_scale[c] = sum_i (g * m[c]) * levels (likewise). NULL outputs are skipped. */
-void levels_backward(const float *restrict grad, int64_t row_stride, const int8_t *restrict levels,
+/* An int term of the mix encoded and mixed in one pass over the weight w [channels, size]: its levels as
+   int8 (|levels| <= 127) under the int weight quantizer's scale (returned), and mixed (+)= levels * scale
+   * mask[c] exactly as mix_levels_forward computes it from those levels. */
+float mix_int_forward(const float *restrict w, int8_t *restrict levels, float low, float high,
+                      const float *restrict mask, int64_t mask_stride, float *restrict mixed, int accumulate,
+                      int64_t row_stride, int64_t channels, int64_t size) {
+    float scale = int_weight_scale(w, channels * size, high), inverse = 1.0f / scale;
+    int diagonal = row_stride != size;
+    for (int64_t c = 0; c < channels; ++c) {
+        const float *row = w + c * size;
+        int8_t *l = levels + c * size;
+        float *out = mixed + c * row_stride, m = mask[c * mask_stride];
+        if (diagonal)
+            for (int64_t i = 0; i < size; ++i) {
+                float level = clamp_level(rintf(row[i] * inverse), low, high);
+                l[i] = (int8_t)level;
+                out[i] = out[i] + (level * scale) * m;
+            }
+        else if (accumulate)
+            for (int64_t i = 0; i < size; ++i) {
+                float level = clamp_level(rintf(row[i] * inverse), low, high);
+                l[i] = (int8_t)level;
+                out[i] = fmaf(level * scale, m, out[i]);
+            }
+        else
+            for (int64_t i = 0; i < size; ++i) {
+                float level = clamp_level(rintf(row[i] * inverse), low, high);
+                l[i] = (int8_t)level;
+                out[i] = (level * scale) * m;
+            }
+    }
+    return scale;
+}
+
+/* The backward of one encoded term of the mix, for the mixed weight's gradient g = factor * grad (rows
+   row_stride apart; factor 1 leaves grad exact): grad_mask[c] = sum_i g * (levels * scale[c]) (as
+   mix_dense_backward on the decoded term); the shared weight's gradient grad_weight = added + g * m[c]
+   (largest NULL: the int quantizer's straight-through identity) or added + (g * m[c] * scale[c]) /
+   largest[c] (the ternary quantizer's, as its eager backward), added NULL: no sum; grad_scale[c] =
+   sum_i (g * m[c]) * levels (likewise). NULL outputs are skipped. grad_weight may be grad itself (each
+   element read before it is written) or added: those three are not restrict. */
+void levels_backward(const float *grad, int64_t row_stride, float factor, const int8_t *restrict levels,
                      const float *restrict scale, int64_t scale_stride, const float *restrict largest,
-                     const float *restrict mask, int64_t mask_stride, float *restrict grad_weight, int accumulate,
+                     const float *restrict mask, int64_t mask_stride, float *grad_weight, const float *added,
                      float *restrict grad_mask, int64_t grad_mask_stride, float *restrict grad_scale,
                      int64_t channels, int64_t size) {
     float widened[BLOCK];
     int64_t vector_end = size - size % LANES;
+    const vf factors = factor - (vf){0};
     for (int64_t c = 0; c < channels; ++c) {
-        const float *g = grad + c * row_stride;
+        const float *g = grad + c * row_stride, *a = added ? added + c * size : 0;
         const int8_t *l = levels + c * size;
         float *gw = grad_weight ? grad_weight + c * size : 0;
         float s = scale[c * scale_stride], m = mask[c * mask_stride], top = largest ? largest[c] : 1.0f;
@@ -237,23 +268,23 @@ void levels_backward(const float *restrict grad, int64_t row_stride, const int8_
             int64_t stop = start + BLOCK < vector_end ? start + BLOCK : vector_end;
             widen_int8(l + start, widened, stop - start);
             for (int64_t i = start; i < stop; i += LANES) {
-                vf gv = load(g + i), gm = gv * ms, level = load(widened + (i - start));
+                vf gv = load(g + i) * factors, gm = gv * ms, level = load(widened + (i - start));
                 dots += gv * (level * ss);
                 codes += gm * level;
                 if (gw) {
                     vf share = largest ? (gm * ss) / tops : gm;
-                    store(gw + i, accumulate ? load(gw + i) + share : share);
+                    store(gw + i, a ? load(a + i) + share : share);
                 }
             }
         }
         double dot = 0.0, code = 0.0;
         for (int64_t i = vector_end; i < size; ++i) {
-            float level = (float)l[i], gm = g[i] * m;
-            dot += g[i] * (level * s);
+            float level = (float)l[i], gi = g[i] * factor, gm = gi * m;
+            dot += gi * (level * s);
             code += gm * level;
             if (gw) {
                 float share = largest ? (gm * s) / top : gm;
-                gw[i] = accumulate ? gw[i] + share : share;
+                gw[i] = a ? a[i] + share : share;
             }
         }
         for (int j = 0; j < LANES; ++j) {

@@ -13,7 +13,7 @@ float rounding):
   quantizers (the ternary scale's gradient is a sum);
 * :func:`mix_dense_forward` / :func:`mix_dense_backward`: a dense term of the weight mix (the mask
   gradient is a sum);
-* :func:`int_weight_levels`, :func:`mix_levels_forward` / :func:`levels_backward`: an encoded term of
+* :func:`mix_int_forward`, :func:`mix_levels_forward` / :func:`levels_backward`: an encoded term of
   the weight mix (:mod:`odimo_moo.weight_mix`), mixed from 1-byte levels; one backward pass gives the
   mask column, the shared weight's gradient and the scale's (sums).
 * :func:`thermometric_mask` / :func:`thermometric_mask_backward`: a thermometric assignment's mask
@@ -57,7 +57,6 @@ _SIGNATURES: dict[str, tuple[object, tuple[object, ...]]] = {
     **{f"backward_{code}": (ctypes.c_double, (_POINTER, _POINTER, _POINTER, ctypes.c_int64) + (ctypes.c_float,) * 3)
        for code in ("int8", "uint8")},
     "quantize_int_weight": (ctypes.c_float, (_POINTER, _POINTER, ctypes.c_int64) + (ctypes.c_float,) * 2),
-    "int_weight_levels": (ctypes.c_float, (_POINTER, _POINTER, ctypes.c_int64) + (ctypes.c_float,) * 2),
     "quantize_ternary": (None, (_POINTER,) * 6 + (ctypes.c_int64, ctypes.c_int64)),
     "mix_dense_forward": (None, (_POINTER, _POINTER, ctypes.c_int64, _POINTER, ctypes.c_int, ctypes.c_int64,
                                  ctypes.c_int64)),
@@ -65,8 +64,10 @@ _SIGNATURES: dict[str, tuple[object, tuple[object, ...]]] = {
                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)),
     "mix_levels_forward": (None, (_POINTER, _POINTER, ctypes.c_int64, _POINTER, ctypes.c_int64, _POINTER,
                                   ctypes.c_int) + (ctypes.c_int64,) * 3),
-    "levels_backward": (None, (_POINTER, ctypes.c_int64, _POINTER, _POINTER, ctypes.c_int64, _POINTER, _POINTER,
-                               ctypes.c_int64, _POINTER, ctypes.c_int, _POINTER, ctypes.c_int64, _POINTER,
+    "mix_int_forward": (ctypes.c_float, (_POINTER, _POINTER, ctypes.c_float, ctypes.c_float, _POINTER, ctypes.c_int64,
+                                         _POINTER, ctypes.c_int) + (ctypes.c_int64,) * 3),
+    "levels_backward": (None, (_POINTER, ctypes.c_int64, ctypes.c_float, _POINTER, _POINTER, ctypes.c_int64, _POINTER,
+                               _POINTER, ctypes.c_int64, _POINTER, _POINTER, _POINTER, ctypes.c_int64, _POINTER,
                                ctypes.c_int64, ctypes.c_int64)),
     "thermometric_mask": (None, (_POINTER, ctypes.c_int64, ctypes.c_int64, _POINTER, _POINTER)),
     "thermometric_mask_backward": (None, (_POINTER, ctypes.c_int64, ctypes.c_int64, _POINTER, _POINTER,
@@ -229,13 +230,6 @@ def quantize_int_weight(weight: torch.Tensor, low: int, high: int) -> torch.Tens
     return out
 
 
-def int_weight_levels(weight: torch.Tensor, low: int, high: int) -> tuple[torch.Tensor, float]:
-    """:func:`quantize_int_weight`'s levels as int8 (``-128 <= low``, ``high <= 127``) and its scale."""
-    levels = torch.empty(weight.shape, dtype=torch.int8)
-    scale = _kernels().int_weight_levels(_pointer(weight), _pointer(levels), weight.numel(), low, high)
-    return levels, scale
-
-
 def quantize_ternary(weight: torch.Tensor, delta: torch.Tensor, scale: torch.Tensor,
                      values: bool = True) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Per output channel ``c`` of ``weight`` ``[C, n]``: ``h = sign(w) * [|w| > delta[c]]``; returns
@@ -299,29 +293,48 @@ def mix_levels_forward(levels: torch.Tensor, scale: torch.Tensor, mask: torch.Te
     return mixed
 
 
-def levels_backward(grad: torch.Tensor, levels: torch.Tensor, scale: torch.Tensor, largest: torch.Tensor | None,
-                    mask: torch.Tensor, column: int, diagonal: bool, grad_weight: torch.Tensor | None,
-                    need_weight: bool, grad_mask: torch.Tensor | None,
-                    need_scale: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The backward of :func:`mix_levels_forward` and of the quantizer that encoded the term, in one
-    pass over the mixed weight's gradient ``grad`` (its diagonal for a ``diagonal`` term):
-    writes ``grad_mask[:, column]`` (when given) and returns the encoded weight's gradient, in the
-    levels' shape (added into ``grad_weight`` when given and ``need_weight``), and the per-channel
-    scale's ``[C]`` (when ``need_scale``). ``largest`` None: the int quantizer's identity gradient;
-    else the ternary one's."""
-    channels, size = levels.shape[0], levels.numel() // levels.shape[0]
-    if need_weight and grad_weight is None:
-        grad_weight, accumulate = torch.empty(levels.shape, dtype=torch.float32), 0
+def mix_int_forward(weight: torch.Tensor, low: int, high: int, mask: torch.Tensor, column: int,
+                    mixed: torch.Tensor | None, shape: torch.Size,
+                    diagonal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`mix_levels_forward` of :func:`quantize_int_weight`'s term (``-128 <= low``, ``high <= 127``),
+    encoding and mixing in one pass: returns ``(mixed, levels, scale)``, the levels as int8 in the
+    weight's shape and the scale as a one-element float32 tensor (``diagonal``: ``weight`` is a
+    depthwise term's ``[C, 1, kh, kw]`` kernels)."""
+    channels, size = weight.shape[0], weight.numel() // weight.shape[0]
+    levels = torch.empty(weight.shape, dtype=torch.int8)
+    if mixed is None:
+        mixed = (torch.zeros if diagonal else torch.empty)(shape, dtype=torch.float32)
+        accumulate = int(diagonal)
     else:
         accumulate = 1
+    scale = _kernels().mix_int_forward(_pointer(weight), _pointer(levels), low, high, _column(mask, column),
+                                       mask.stride(0), _pointer(mixed), accumulate,
+                                       (channels + 1) * size if diagonal else size, channels, size)
+    return mixed, levels, torch.tensor([scale], dtype=torch.float32)
+
+
+def levels_backward(grad: torch.Tensor, levels: torch.Tensor, scale: torch.Tensor, largest: torch.Tensor | None,
+                    mask: torch.Tensor, column: int, diagonal: bool, need_weight: bool, grad_mask: torch.Tensor | None,
+                    need_scale: bool, added: torch.Tensor | None = None, out: torch.Tensor | None = None,
+                    factor: float = 1.0) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The backward of :func:`mix_levels_forward` and of the quantizer that encoded the term, in one
+    pass over the mixed weight's gradient ``factor * grad`` (its diagonal for a ``diagonal`` term):
+    writes ``grad_mask[:, column]`` (when given) and returns the encoded weight's gradient in the
+    levels' shape (when ``need_weight``: ``added`` plus the term's share, written into ``out``, a new
+    tensor when None; ``out`` may be ``added`` or, for a term in the weight's shape, ``grad`` itself) and
+    the per-channel scale's ``[C]`` (when ``need_scale``). ``largest`` None: the int quantizer's
+    identity gradient; else the ternary one's."""
+    channels, size = levels.shape[0], levels.numel() // levels.shape[0]
+    if need_weight and out is None:
+        out = torch.empty(levels.shape, dtype=torch.float32)
     grad_scale = torch.empty(channels, dtype=torch.float32) if need_scale else None
     _kernels().levels_backward(
-        grad.data_ptr(), (channels + 1) * size if diagonal else size, levels.data_ptr(), scale.data_ptr(),
+        grad.data_ptr(), (channels + 1) * size if diagonal else size, factor, levels.data_ptr(), scale.data_ptr(),
         int(scale.numel() > 1), None if largest is None else largest.data_ptr(), _column(mask, column), mask.stride(0),
-        grad_weight.data_ptr() if need_weight else None, accumulate,
+        out.data_ptr() if need_weight else None, added.data_ptr() if need_weight and added is not None else None,
         None if grad_mask is None else _column(grad_mask, column), 0 if grad_mask is None else grad_mask.stride(0),
         None if grad_scale is None else grad_scale.data_ptr(), channels, size)
-    return grad_weight, grad_scale
+    return (out if need_weight else None), grad_scale
 
 
 def thermometric_mask(increments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

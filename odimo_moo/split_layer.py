@@ -12,7 +12,7 @@ from .alternatives import Alternative, run_dense, run_dense_quantized
 from .assignment import Assignment, contiguous_mask
 from .layer_spec import LayerSpec
 from .quantizers import freeze
-from .weight_mix import mix_weights
+from .weight_mix import WeightMixture, mixed_weight, weight_mixture
 from .weight_quantizers import IntegerWeight
 
 
@@ -153,7 +153,7 @@ class SplitLayer(nn.Module):
         if self.fold:
             # ONE op over the per-channel mixture of the units' weights (quantizing the input, the
             # op and its backward in one autograd node when the input format allows).
-            return run_dense_quantized(self.layer, x, self.input_quantizers[0], self.folded_weight(mask), bias)
+            return run_dense_quantized(self.layer, x, self.input_quantizers[0], self.weight_mixture(mask), bias)
         shape = (1, -1) + (1,) * (x.dim() - 2)
         output = 0
         for k, (alt, quantizer) in enumerate(zip(self.alternatives, self.input_quantizers)):
@@ -165,13 +165,17 @@ class SplitLayer(nn.Module):
         """The weight the folded forward runs under ``mask`` ``[C, K]``: every unit's quantized weight
         mixed per output channel (:func:`odimo_moo.weight_mix.mix_weights`; units that share a weight
         term add their mask columns). Folded layers only."""
+        return mixed_weight(self.weight_mixture(mask))
+
+    def weight_mixture(self, mask: torch.Tensor) -> WeightMixture:
+        """:meth:`folded_weight` before it is computed (the fused quantized op mixes it in its own node)."""
         if not self.fold:
             raise ValueError("a layer that runs every unit's branch has no folded weight")
         weight = self.layer.weight
         terms = [self.alternatives[k].weight_term(weight) for k in self._term_units]
         if self.term_merge is not None:
             mask = mask @ self.term_merge.to(mask.dtype)
-        return mix_weights(mask, terms, weight.shape)
+        return weight_mixture(mask, terms, weight.shape)
 
     @torch.no_grad()
     def export(self) -> "ExportedSplit":

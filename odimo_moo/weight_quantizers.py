@@ -232,7 +232,7 @@ class _FakeQuantizeTernary(torch.autograd.Function):
         if hard.dtype == torch.int8 and native_kernels.applies(flat):
             # The weight mix's backward of an encoded term under a mask of ones: this node's gradients.
             ones = torch.ones(hard.shape[0], 1, dtype=torch.float32)
-            grad_weight, grad_scale = native_kernels.levels_backward(flat, hard, scale, largest, ones, 0, False, None,
+            grad_weight, grad_scale = native_kernels.levels_backward(flat, hard, scale, largest, ones, 0, False,
                                                                      need_weight, None, need_log_scale)
         else:
             grad_weight = (flat * scale.unsqueeze(1)).div_(largest) if need_weight else None

@@ -19,7 +19,7 @@ from torch import nn
 from odimo_moo import native_kernels
 from odimo_moo.alternatives import SameOpAlternative, run_dense_quantized
 from odimo_moo.assignment import ThermometricAssignment
-from odimo_moo.weight_mix import WeightTerm, encoded_term, mix_weights
+from odimo_moo.weight_mix import WeightTerm, encoded_term, mix_weights, mixed_weight, weight_mixture
 from odimo_moo.models.mobilenet import mobilenetv1_darkside
 from odimo_moo.models.resnet import resnet8
 from odimo_moo.quantizers import ActivationQuantizer, PowerOfTwoActivationQuantizer, coded_levels
@@ -206,6 +206,63 @@ def test_encoded_terms_equal_quantizing_then_mixing(hard, second):
         torch.testing.assert_close(grads[2], grads_plain[2], rtol=1e-5, atol=1e-6)  # the diagonal's: torch's order
     native_kernels.set_enabled(False)
     assert encoded_term(integer, weight) is None and encoded_term(ternary, weight) is None
+
+
+@needs_kernels
+def test_an_int_term_after_another_adds_as_the_plain_term_does():
+    """An int term encoded and mixed in one pass into a weight another term began gives what mixing
+    the quantizer's output as a plain term gives (a fused multiply-add, as torch's ``addcmul_``)."""
+    generator = torch.Generator().manual_seed(17)
+    weight, other = torch.randn(6, 5, 3, 3, generator=generator), torch.randn(6, 5, 3, 3, generator=generator)
+    mask = torch.softmax(torch.randn(6, 2, generator=generator), 1)
+    encoded = mix_weights(mask, [WeightTerm("dense", other), WeightTerm("int", weight, None, (8,))], weight.shape)
+    plain = mix_weights(mask, [WeightTerm("dense", other), WeightTerm("dense", IntWeightQuantizer(8)(weight))],
+                        weight.shape)
+    assert torch.equal(encoded, plain)
+
+
+@needs_kernels
+@pytest.mark.parametrize("terms", ["int + depthwise int8", "int + ternary", "int + dense", "dense + diagonal"])
+@pytest.mark.parametrize("need_mask", [True, False])
+@pytest.mark.parametrize("first_layer", [False, True])
+def test_mixing_inside_the_quantized_layer_equals_mixing_first(terms, need_mask, first_layer):
+    """A split layer's folded forward mixes its weight inside the quantized layer's node, whose backward
+    scales the op's weight gradient inside the mix's kernels and writes the last term's weight gradient
+    over it: output and every gradient equal mixing in a node of its own first, bit for bit (also where
+    a non-encoded term sends it back to scaling first, and where the input needs no gradient)."""
+    generator = torch.Generator().manual_seed(13)
+    channels, shape = 8, (8, 8, 3, 3)
+    weight = torch.randn(shape, generator=generator)
+    kernels = torch.randn(channels, 1, 3, 3, generator=generator)
+    mask = F.one_hot(torch.randint(0, 2, (channels,), generator=generator), 2).float()
+    ternary = TernaryWeightQuantizer(channels, power_of_two=True)
+    ternary.ensure_initialized(weight)
+    conv = nn.Conv2d(8, 8, 3, padding=1, bias=True)
+    quantizer = ActivationQuantizer(8, False, init_clip=2.0)
+    x = torch.randn(3, 8, 6, 6, generator=generator).relu()
+    upstream = torch.randn(3, 8, 6, 6, generator=generator)
+
+    def run(inside: bool):
+        w, d = weight.clone().requires_grad_(), kernels.clone().requires_grad_()
+        m, x_in = mask.clone().requires_grad_(need_mask), x.clone().requires_grad_(not first_layer)
+        chosen = {"int + depthwise int8": [WeightTerm("int", w, None, (8,)), WeightTerm("int", d, None, (8,), True)],
+                  "int + ternary": [WeightTerm("int", w, None, (8,)),
+                                    WeightTerm("ternary", w, ternary.log_scale, (0.7, True))],
+                  "int + dense": [WeightTerm("int", w, None, (8,)), WeightTerm("dense", w * 0.5)],
+                  "dense + diagonal": [WeightTerm("dense", w), WeightTerm("diagonal", d[:, 0])]}[terms]
+        mixture = weight_mixture(m, chosen, torch.Size(shape))
+        out = run_dense_quantized(conv, x_in, quantizer, mixture if inside else mixed_weight(mixture), conv.bias)
+        leaves = [x_in, quantizer.log2_clip, m, w, d, ternary.log_scale, conv.bias]
+        wanted = [leaf for leaf in leaves if leaf.requires_grad]
+        return out, torch.autograd.grad((out * upstream).sum(), wanted, allow_unused=True)
+
+    (out, grads), (out_first, grads_first) = run(True), run(False)
+    assert torch.equal(out, out_first)
+    assert len(grads) == len(grads_first)
+    for inside, first in zip(grads, grads_first):
+        assert (inside is None) == (first is None)
+        if inside is not None:
+            assert torch.equal(inside, first)
 
 
 @needs_kernels
