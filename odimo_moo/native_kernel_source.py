@@ -211,11 +211,12 @@ void mix_levels_forward(const int8_t *restrict levels, const float *restrict sca
 
 /* An int term of the mix encoded and mixed in one pass over the weight w [channels, size]: its levels as
    int8 (|levels| <= 127) under the int weight quantizer's scale (returned), and mixed (+)= levels * scale
-   * mask[c] exactly as mix_levels_forward computes it from those levels. */
-float mix_int_forward(const float *restrict w, int8_t *restrict levels, float low, float high,
-                      const float *restrict mask, int64_t mask_stride, float *restrict mixed, int accumulate,
-                      int64_t row_stride, int64_t channels, int64_t size) {
+   * mask[c] exactly as mix_levels_forward computes it from those levels; the scale goes to *scale_out. */
+void mix_int_forward(const float *restrict w, int8_t *restrict levels, float *restrict scale_out, float low,
+                     float high, const float *restrict mask, int64_t mask_stride, float *restrict mixed,
+                     int accumulate, int64_t row_stride, int64_t channels, int64_t size) {
     float scale = int_weight_scale(w, channels * size, high), inverse = 1.0f / scale;
+    *scale_out = scale;
     int diagonal = row_stride != size;
     for (int64_t c = 0; c < channels; ++c) {
         const float *row = w + c * size;
@@ -240,7 +241,6 @@ float mix_int_forward(const float *restrict w, int8_t *restrict levels, float lo
                 out[i] = (level * scale) * m;
             }
     }
-    return scale;
 }
 
 /* The backward of one encoded term of the mix, for the mixed weight's gradient g = factor * grad (rows

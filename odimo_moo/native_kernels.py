@@ -64,8 +64,8 @@ _SIGNATURES: dict[str, tuple[object, tuple[object, ...]]] = {
                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)),
     "mix_levels_forward": (None, (_POINTER, _POINTER, ctypes.c_int64, _POINTER, ctypes.c_int64, _POINTER,
                                   ctypes.c_int) + (ctypes.c_int64,) * 3),
-    "mix_int_forward": (ctypes.c_float, (_POINTER, _POINTER, ctypes.c_float, ctypes.c_float, _POINTER, ctypes.c_int64,
-                                         _POINTER, ctypes.c_int) + (ctypes.c_int64,) * 3),
+    "mix_int_forward": (None, (_POINTER, _POINTER, _POINTER, ctypes.c_float, ctypes.c_float, _POINTER, ctypes.c_int64,
+                               _POINTER, ctypes.c_int) + (ctypes.c_int64,) * 3),
     "levels_backward": (None, (_POINTER, ctypes.c_int64, ctypes.c_float, _POINTER, _POINTER, ctypes.c_int64, _POINTER,
                                _POINTER, ctypes.c_int64, _POINTER, _POINTER, _POINTER, ctypes.c_int64, _POINTER,
                                ctypes.c_int64, ctypes.c_int64)),
@@ -301,16 +301,16 @@ def mix_int_forward(weight: torch.Tensor, low: int, high: int, mask: torch.Tenso
     weight's shape and the scale as a one-element float32 tensor (``diagonal``: ``weight`` is a
     depthwise term's ``[C, 1, kh, kw]`` kernels)."""
     channels, size = weight.shape[0], weight.numel() // weight.shape[0]
-    levels = torch.empty(weight.shape, dtype=torch.int8)
+    levels, scale = torch.empty_like(weight, dtype=torch.int8), torch.empty(1)
     if mixed is None:
-        mixed = (torch.zeros if diagonal else torch.empty)(shape, dtype=torch.float32)
+        mixed = torch.zeros(shape) if diagonal else torch.empty_like(weight)
         accumulate = int(diagonal)
     else:
         accumulate = 1
-    scale = _kernels().mix_int_forward(_pointer(weight), _pointer(levels), low, high, _column(mask, column),
-                                       mask.stride(0), _pointer(mixed), accumulate,
-                                       (channels + 1) * size if diagonal else size, channels, size)
-    return mixed, levels, torch.tensor([scale], dtype=torch.float32)
+    _kernels().mix_int_forward(_pointer(weight), _pointer(levels), _pointer(scale), low, high, _column(mask, column),
+                               mask.stride(0), _pointer(mixed), accumulate, (channels + 1) * size if diagonal else size,
+                               channels, size)
+    return mixed, levels, scale
 
 
 def levels_backward(grad: torch.Tensor, levels: torch.Tensor, scale: torch.Tensor, largest: torch.Tensor | None,
@@ -326,7 +326,7 @@ def levels_backward(grad: torch.Tensor, levels: torch.Tensor, scale: torch.Tenso
     identity gradient; else the ternary one's."""
     channels, size = levels.shape[0], levels.numel() // levels.shape[0]
     if need_weight and out is None:
-        out = torch.empty(levels.shape, dtype=torch.float32)
+        out = torch.empty_like(levels, dtype=torch.float32)
     grad_scale = torch.empty(channels, dtype=torch.float32) if need_scale else None
     _kernels().levels_backward(
         grad.data_ptr(), (channels + 1) * size if diagonal else size, factor, levels.data_ptr(), scale.data_ptr(),
