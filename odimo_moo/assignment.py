@@ -117,7 +117,7 @@ class ThermometricAssignment(Assignment):
         return self.alpha.exp().flip(1).cumsum(1).flip(1)
 
     def mask(self) -> torch.Tensor:
-        return _ThermometricMask.apply(self.alpha)
+        return thermometric_masks([self.alpha])[0][0]
 
     def reference_mask(self) -> torch.Tensor:
         """:meth:`mask` as plain differentiable ops (its specification)."""
@@ -131,55 +131,89 @@ class ThermometricAssignment(Assignment):
         return torch.cat([first, middle, last], dim=0).t()
 
 
-class _ThermometricMask(torch.autograd.Function):
-    """The thermometric mask of ``alpha`` ``[K-1, C]`` in one autograd node (a handful of ops on
-    ``[K-1, C]`` tensors instead of a dozen autograd nodes), with the values and gradients of
-    :meth:`ThermometricAssignment.reference_mask`.
+def thermometric_masks(alphas: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The masks ``[C, K]`` of thermometric assignments with parameters ``alphas`` (``[K - 1, C]`` each)
+    and their channel counts ``[K]`` (``mask.sum(0)``), all in one autograd node: a network's split
+    layers get theirs in one node per step instead of a mask and a sum node per layer."""
+    outputs = _ThermometricMasks.apply(*alphas)
+    return list(outputs[:len(alphas)]), list(outputs[len(alphas):])
+
+
+class _ThermometricMasks(torch.autograd.Function):
+    """Thermometric masks and their channel counts (:func:`thermometric_masks`), with the values and
+    gradients of :meth:`ThermometricAssignment.reference_mask` and of its column sums.
 
     Forward: ``b = 1[theta > 0.5]``, nested prefixes ``n_j = 1 - prod_{l <= j} (1 - b_l)``, columns
-    ``n_0, n_1 - n_0, ..., 1 - n_{K-2}``. Backward: the columns' gradient reaches ``n_j`` as
+    ``n_0, n_1 - n_0, ..., 1 - n_{K-2}``. Backward: a count's gradient reaches every row of its column
+    (added to the mask's, as autograd adds a sum node's); the columns' gradient reaches ``n_j`` as
     ``g_j - g_{j+1}``, ``b_i`` (straight-through to ``theta_i``) as the sum over ``j >= i`` of that
     times ``prod_{l <= j, l != i} (1 - b_l)``; ``theta``'s reversed cumulative sum becomes a forward
     cumulative sum, and ``exp(alpha)`` contributes itself. With 2 units: ``[b, 1 - b]``, gradient
     ``g_0 - g_1``. Where the compiled kernels apply, both passes after the ``exp`` are one kernel call
-    each (:func:`odimo_moo.native_kernels.thermometric_mask`), with the same values.
+    per mask (:func:`odimo_moo.native_kernels.thermometric_mask`), with the same values.
     """
 
     @staticmethod
-    def forward(ctx, alpha: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        increments = alpha.exp()
-        if native_kernels.applies(increments):
-            mask, open_ = native_kernels.thermometric_mask(increments)
-            ctx.save_for_backward(increments, open_)
-            return mask
-        theta = increments.flip(1).cumsum(1).flip(1)
-        open_ = (theta <= 0.5).to(alpha.dtype)  # 1 - b
-        ctx.save_for_backward(increments, open_)
-        if len(alpha) == 1:
-            return torch.cat([1.0 - open_, open_], dim=0).t()
-        nested = 1.0 - open_.cumprod(0)
-        return torch.cat([nested[:1], nested[1:] - nested[:-1], 1.0 - nested[-1:]], dim=0).t()
+    def forward(ctx, *alphas: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        ctx.set_materialize_grads(False)
+        masks, saved = [], []
+        for alpha in alphas:
+            mask, increments, open_ = _thermometric_mask(alpha)
+            masks.append(mask)
+            saved += [increments, open_]
+        ctx.save_for_backward(*saved)
+        return (*masks, *(mask.sum(dim=0) for mask in masks))
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        increments, open_ = ctx.saved_tensors
-        if native_kernels.applies(increments):  # autograd hands the gradient in the mask's dtype and device
-            return native_kernels.thermometric_mask_backward(grad, increments, open_)
-        columns = grad.t()
-        grad_nested = columns[:-1] - columns[1:]
-        if len(open_) == 1:
-            grad_prefix = grad_nested
-        else:
-            grad_prefix = torch.empty_like(grad_nested)
-            for i in range(len(open_)):
-                # prod_{l <= j, l != i} (1 - b_l) for j = i, i + 1, ...: the other factors accumulated.
-                others = open_[:i].prod(0) if i else torch.ones_like(open_[0])
-                total = grad_nested[i] * others
-                for j in range(i + 1, len(open_)):
-                    others = others * open_[j]
-                    total = total + grad_nested[j] * others
-                grad_prefix[i] = total
-        return grad_prefix.cumsum(1).mul_(increments)
+    def backward(ctx, *grads: torch.Tensor | None):  # type: ignore[override]
+        saved = ctx.saved_tensors
+        layers = len(saved) // 2
+        grad_alphas = []
+        for i in range(layers):
+            grad, grad_counts = grads[i], grads[layers + i]
+            increments, open_ = saved[2 * i], saved[2 * i + 1]
+            if grad is None and grad_counts is None:
+                grad_alphas.append(None)
+                continue
+            if grad_counts is not None:
+                grad = grad_counts.expand(open_.shape[1], -1) if grad is None else grad + grad_counts
+            grad_alphas.append(_thermometric_mask_backward(grad, increments, open_))
+        return tuple(grad_alphas)
+
+
+def _thermometric_mask(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One thermometric mask, with the increments ``exp(alpha)`` and the open flags ``1 - b``."""
+    increments = alpha.exp()
+    if native_kernels.applies(increments):
+        mask, open_ = native_kernels.thermometric_mask(increments)
+        return mask, increments, open_
+    theta = increments.flip(1).cumsum(1).flip(1)
+    open_ = (theta <= 0.5).to(alpha.dtype)  # 1 - b
+    if len(alpha) == 1:
+        return torch.cat([1.0 - open_, open_], dim=0).t(), increments, open_
+    nested = 1.0 - open_.cumprod(0)
+    return torch.cat([nested[:1], nested[1:] - nested[:-1], 1.0 - nested[-1:]], dim=0).t(), increments, open_
+
+
+def _thermometric_mask_backward(grad: torch.Tensor, increments: torch.Tensor, open_: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``alpha`` from its mask's gradient ``grad`` ``[C, K]``."""
+    if native_kernels.applies(increments):  # autograd hands the gradient in the mask's dtype and device
+        return native_kernels.thermometric_mask_backward(grad, increments, open_)
+    columns = grad.t()
+    grad_nested = columns[:-1] - columns[1:]
+    if len(open_) == 1:
+        grad_prefix = grad_nested
+    else:
+        grad_prefix = torch.empty_like(grad_nested)
+        for i in range(len(open_)):
+            # prod_{l <= j, l != i} (1 - b_l) for j = i, i + 1, ...: the other factors accumulated.
+            others = open_[:i].prod(0) if i else torch.ones_like(open_[0])
+            total = grad_nested[i] * others
+            for j in range(i + 1, len(open_)):
+                others = others * open_[j]
+                total = total + grad_nested[j] * others
+            grad_prefix[i] = total
+    return grad_prefix.cumsum(1).mul_(increments)
 
 
 class SoftmaxAssignment(Assignment):

@@ -16,7 +16,7 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .assignment import SoftmaxAssignment, make_assignment
+from .assignment import SoftmaxAssignment, ThermometricAssignment, make_assignment, thermometric_masks
 from .deploy import FixedQuantizedLayer, fold_batchnorm, round_biases
 from .discrete_cost import CostTables, discrete_layer_cost, searched_layers_cost
 from .errors import UsageError
@@ -165,7 +165,32 @@ class ODiMO(nn.Module):
                           contiguous_sampling=parametrization == "thermometric")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        batched = self._give_search_masks()
+        try:
+            return self.model(x)
+        finally:
+            for layer in batched:
+                layer.take_given_mask()  # a layer the forward did not reach must not keep this step's mask
+
+    def _give_search_masks(self) -> list[SplitLayer]:
+        """Compute the masks and channel counts of every search-mode layer with a thermometric assignment
+        in one autograd node and hand each layer its own (a mask and a sum node per layer and step
+        otherwise); the layers it handed them to. A backward through the node makes them forget the
+        counts, as a layer's own mask does."""
+        layers = [layer for _, layer in self.split_layers()
+                  if layer.mode is MaskMode.SEARCH and isinstance(layer.assignment, ThermometricAssignment)]
+        if not layers:
+            return []
+        masks, counts = thermometric_masks([layer.assignment.alpha for layer in layers])
+        for layer, mask, count in zip(layers, masks, counts):
+            layer.give_search_mask(mask, count)
+        if masks[0].grad_fn is not None:
+            def forget(grads: tuple[torch.Tensor | None, ...]) -> None:
+                for layer in layers:
+                    layer._forget_forward_counts()
+
+            masks[0].grad_fn.register_prehook(forget)
+        return layers
 
     # ----------------------------------------------------------------- structure
     def split_layer(self, name: str) -> SplitLayer:

@@ -51,11 +51,13 @@ class SplitLayer(nn.Module):
         self.register_buffer("term_merge", merge if fold else None, persistent=False)
         # Channel counts of the last search-mode forward's mask (see ``channel_counts``).
         self._forward_counts: tuple[torch.Tensor, tuple[int, ...]] | None = None
+        # The next search-mode forward's mask and counts, when computed with other layers' (``give_search_mask``).
+        self._given_mask: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        # The cached counts are part of an autograd graph: never copied, pickled or deep-copied.
+        # The cached masks and counts are part of an autograd graph: never copied, pickled or deep-copied.
         state = self.__dict__.copy()
-        state["_forward_counts"] = None
+        state["_forward_counts"] = state["_given_mask"] = None
         return state
 
     @property
@@ -68,7 +70,7 @@ class SplitLayer(nn.Module):
 
     def set_mode(self, mode: MaskMode) -> None:
         self.mode = mode
-        self._forward_counts = None
+        self._forward_counts = self._given_mask = None
 
     def fix(self, units_of_channels: torch.Tensor) -> None:
         """Freeze the mapping: ``units_of_channels[c]`` is the local unit index of channel ``c``."""
@@ -78,7 +80,7 @@ class SplitLayer(nn.Module):
             raise ValueError(f"unit indices must be in [0, {self.num_units})")
         self.fixed_units.copy_(units_of_channels.to(self.fixed_units.device))
         self.mode = MaskMode.FIXED
-        self._forward_counts = None
+        self._forward_counts = self._given_mask = None
 
     def sampled_mask(self) -> torch.Tensor:
         device = self.fixed_units.device
@@ -130,8 +132,20 @@ class SplitLayer(nn.Module):
             mask.register_hook(self._forget_forward_counts)
         self._forward_counts = (counts, self._assignment_state())
 
-    def _forget_forward_counts(self, grad: torch.Tensor) -> None:
+    def _forget_forward_counts(self, grad: torch.Tensor | None = None) -> None:
         self._forward_counts = None
+
+    def give_search_mask(self, mask: torch.Tensor, counts: torch.Tensor) -> None:
+        """Hand the next search-mode forward its mask (this layer's :meth:`mask`) and the mask's channel
+        counts, computed with other layers' in one node by their owner, which clears it after that
+        forward (:meth:`take_given_mask`) and forgets the counts when a backward runs through the node
+        (:meth:`_forget_forward_counts`)."""
+        self._given_mask = (mask, counts)
+
+    def take_given_mask(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The mask and counts :meth:`give_search_mask` handed over and no forward used yet (cleared)."""
+        given, self._given_mask = self._given_mask, None
+        return given
 
     def _take_forward_counts(self) -> torch.Tensor | None:
         cached, self._forward_counts = self._forward_counts, None
@@ -146,9 +160,16 @@ class SplitLayer(nn.Module):
         return counts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = self.mask().to(x.dtype)
-        if self.mode is MaskMode.SEARCH:
-            self._remember_forward_counts(mask)
+        given = self.take_given_mask() if self.mode is MaskMode.SEARCH else None
+        if given is not None:
+            mask, counts = given
+            mask = mask.to(x.dtype)
+            if not torch.is_inference_mode_enabled():
+                self._forward_counts = (counts.to(x.dtype), self._assignment_state())
+        else:
+            mask = self.mask().to(x.dtype)
+            if self.mode is MaskMode.SEARCH:
+                self._remember_forward_counts(mask)
         weight, bias = self.layer.weight, self.layer.bias
         if self.fold:
             # ONE op over the per-channel mixture of the units' weights (quantizing the input, the

@@ -337,6 +337,41 @@ def test_cached_counts_are_never_stale(socs):
     assert torch.equal(model.unit_counts()[1], torch.zeros(len(model.split_names)))
 
 
+@pytest.mark.parametrize("soc_name", ["diana", "darkside", "example_npu"])
+@pytest.mark.parametrize("kernels", [True, False])
+def test_masks_in_one_node_equal_each_layers_own(socs, soc_name, kernels, monkeypatch):
+    """``ODiMO.forward`` computes every search-mode layer's mask and counts in one node; running the
+    traced network directly (each layer its own mask and sum nodes) gives the same loss and every
+    gradient bit for bit, with the cost term, on 2- and 3-unit layers (example_npu), kernels on or off."""
+    monkeypatch.setenv("ODIMO_NATIVE_KERNELS", "1" if kernels else "0")
+    build, shape = CASES[soc_name]
+    model = ODiMO(build(), socs.get(soc_name, soc_name), shape, init="random", seed=5)
+    model.train()
+    x, y = torch.randn((4,) + shape), torch.randint(0, 10, (4,))
+    model(x)  # data-dependent quantizer init
+    twin = copy.deepcopy(model)
+    results = []
+    for network, run in ((model, model), (twin, twin.model)):
+        loss = F.cross_entropy(run(x), y) + 1e-2 * network.cost
+        loss.backward()
+        results.append((loss.detach(), {name: p.grad for name, p in network.named_parameters() if p.grad is not None}))
+    (loss, grads), (loss_own, grads_own) = results
+    assert torch.equal(loss, loss_own)
+    assert grads.keys() == grads_own.keys() and any(".assignment." in name for name in grads)
+    for name in grads:
+        assert torch.equal(grads[name], grads_own[name]), name
+
+
+def test_masks_of_a_failed_forward_are_not_kept(socs):
+    model = _searchable(socs)
+    with pytest.raises(RuntimeError):
+        model(torch.randn(2, 5, 16, 16))  # wrong channel count: the first layer raises
+    assert all(layer.take_given_mask() is None for _, layer in model.split_layers())
+    x = torch.randn(2, 3, 16, 16)
+    F.cross_entropy(model(x), torch.randint(0, 10, (2,))).backward()
+    model.cost.backward()  # counts of the failed forward's node are not reused either
+
+
 def test_model_with_cached_counts_copies_and_pickles(socs):
     model = _searchable(socs)
     model(torch.randn(2, 3, 16, 16))
