@@ -3,7 +3,9 @@ forward and backward, with the compiled kernels and with the eager ops (interlea
 
 This is the work a searchable layer adds on the weight side (the activations' quantization is
 timed by ``quantizer_kernels.py``): per case, the milliseconds per step for all split layers, and
-per split layer.
+per split layer. It times each layer's own mask and the mix's own node (``SplitLayer.folded_weight``);
+a training step computes all masks in one node and mixes inside the quantized op's node, which writes
+the shared weight's gradient over the op's (one weight-sized buffer fewer than timed here).
 
     python benchmarks/weight_path.py            # -> benchmarks/results/weight_path.json
 """
