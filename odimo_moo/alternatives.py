@@ -23,6 +23,8 @@ from .quantizers import (ActivationQuantizer, PowerOfTwoActivationQuantizer, cli
 from .weight_mix import MixState, WeightMixture, WeightTerm, encoded_term, mix_backward, mix_forward, mixed_weight
 from .weight_quantizers import IntegerWeight, integer_weight, same_quantization, scale_weight_channels
 
+#: The fused layer's inputs before its weight tensors (x, log2_clip, bias, source, levels, signed, grid, mixing).
+_LEADING_INPUTS = 8
 #: Activation quantizers whose fake quantization the fused layer reproduces (through their ``grid``).
 _FUSABLE_QUANTIZERS = (ActivationQuantizer, PowerOfTwoActivationQuantizer)
 
@@ -264,7 +266,7 @@ class _QuantizedInputLayer(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         x, code, weight, clip, step, *mix_saved = ctx.saved_tensors
         need_x, need_clip, need_bias = ctx.needs_input_grad[:3]
-        need_weights = ctx.needs_input_grad[8:]
+        need_weights = ctx.needs_input_grad[_LEADING_INPUTS:]
         integers = code.to(grad.dtype)
         weight = weight.to(grad.dtype)
         source = ctx.source
@@ -300,4 +302,4 @@ class _QuantizedInputLayer(torch.autograd.Function):
             direction = clip_descent_direction(x, integers, step, clip, ctx.signed)
             _, direction_weight, _ = _op_backward(source, grad, direction, weight, False, True, False)
             grad_log2_clip = clip_gradient(weight, direction_weight, clip)
-        return grad_x, grad_log2_clip, grad_bias, None, None, None, None, None, *grad_weights
+        return (grad_x, grad_log2_clip, grad_bias) + (None,) * (_LEADING_INPUTS - 3) + tuple(grad_weights)

@@ -187,7 +187,7 @@ class ODiMO(nn.Module):
         if masks[0].grad_fn is not None:
             def forget(grads: tuple[torch.Tensor | None, ...]) -> None:
                 for layer in layers:
-                    layer._forget_forward_counts()
+                    layer.forget_forward_counts()
 
             masks[0].grad_fn.register_prehook(forget)
         return layers

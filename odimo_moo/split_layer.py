@@ -122,24 +122,28 @@ class SplitLayer(nn.Module):
         tensors = list(self.assignment.parameters()) + list(self.assignment.buffers())
         return tuple(t._version for t in tensors)
 
-    def _remember_forward_counts(self, mask: torch.Tensor) -> None:
+    def _remember_forward_counts(self, mask: torch.Tensor, given_counts: torch.Tensor | None) -> None:
         if torch.is_inference_mode_enabled():
             self._forward_counts = None
             return
-        counts = mask.sum(dim=0)
-        if mask.requires_grad:
-            # A backward through the forward's graph frees the mask's saved tensors: forget then.
-            mask.register_hook(self._forget_forward_counts)
+        counts = given_counts
+        if counts is None:
+            counts = mask.sum(dim=0)
+            if mask.requires_grad:
+                # A backward through the forward's graph frees the mask's saved tensors: forget then.
+                mask.register_hook(self.forget_forward_counts)
         self._forward_counts = (counts, self._assignment_state())
 
-    def _forget_forward_counts(self, grad: torch.Tensor | None = None) -> None:
+    def forget_forward_counts(self, grad: torch.Tensor | None = None) -> None:
+        """Drop the counts the last search-mode forward left for :meth:`channel_counts` (a backward ran
+        through the graph that computed them; ``grad``: the hook's argument, unused)."""
         self._forward_counts = None
 
     def give_search_mask(self, mask: torch.Tensor, counts: torch.Tensor) -> None:
         """Hand the next search-mode forward its mask (this layer's :meth:`mask`) and the mask's channel
         counts, computed with other layers' in one node by their owner, which clears it after that
-        forward (:meth:`take_given_mask`) and forgets the counts when a backward runs through the node
-        (:meth:`_forget_forward_counts`)."""
+        forward (:meth:`take_given_mask`) and calls :meth:`forget_forward_counts` when a backward runs
+        through the node."""
         self._given_mask = (mask, counts)
 
     def take_given_mask(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -161,15 +165,9 @@ class SplitLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         given = self.take_given_mask() if self.mode is MaskMode.SEARCH else None
-        if given is not None:
-            mask, counts = given
-            mask = mask.to(x.dtype)
-            if not torch.is_inference_mode_enabled():
-                self._forward_counts = (counts.to(x.dtype), self._assignment_state())
-        else:
-            mask = self.mask().to(x.dtype)
-            if self.mode is MaskMode.SEARCH:
-                self._remember_forward_counts(mask)
+        mask = (self.mask() if given is None else given[0]).to(x.dtype)
+        if self.mode is MaskMode.SEARCH:
+            self._remember_forward_counts(mask, None if given is None else given[1].to(x.dtype))
         weight, bias = self.layer.weight, self.layer.bias
         if self.fold:
             # ONE op over the per-channel mixture of the units' weights (quantizing the input, the
