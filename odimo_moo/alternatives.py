@@ -279,8 +279,7 @@ class _QuantizedInputLayer(torch.autograd.Function):
             grad_weights = [None] * ctx.weights
         else:
             # The op's weight gradient is this node's own: the mix's backward may write over it.
-            state = MixState(mix_saved[0], ctx.mixing[0], mix_saved[1:ctx.weights], mix_saved[ctx.weights:],
-                             ctx.has_largest)
+            state = MixState.unpack(mix_saved, ctx.mixing[0], ctx.weights - 1, ctx.has_largest)
             grad_mask, grads = mix_backward(grad_weight.to(ctx.weight_dtype), state, need_weights[0],
                                             need_weights[1:], factor=step.to(ctx.weight_dtype), owned=True)
             grad_weights = [grad_mask, *grads]

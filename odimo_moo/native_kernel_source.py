@@ -119,7 +119,6 @@ float quantize_int_weight(const float *restrict w, float *restrict out, int64_t 
     return scale;
 }
 
-
 void quantize_ternary(const float *restrict w, const float *restrict delta, const float *restrict scale,
                       float *restrict out, int8_t *restrict hard, float *restrict largest, int64_t channels,
                       int64_t size) {
@@ -189,57 +188,44 @@ void mix_dense_backward(const float *restrict grad, const float *restrict term, 
     }
 }
 
+/* One row of an encoded term of the weight mix: out (+)= levels * s * m, as mix_dense_forward on the
+   decoded row (fmaf, as torch's addcmul_, when accumulating); where the row is a depthwise term's kernel
+   on the diagonal, the eager diagonal term adds the product (no fused multiply-add). */
+static inline void mix_levels_row(const int8_t *restrict l, float s, float m, float *restrict out, int64_t size,
+                                  int diagonal, int accumulate) {
+    if (diagonal)
+        for (int64_t i = 0; i < size; ++i) out[i] = out[i] + ((float)l[i] * s) * m;
+    else if (accumulate)
+        for (int64_t i = 0; i < size; ++i) out[i] = fmaf((float)l[i] * s, m, out[i]);
+    else
+        for (int64_t i = 0; i < size; ++i) out[i] = ((float)l[i] * s) * m;
+}
+
 /* An encoded term of the weight mix: its weight is levels[c, i] * scale[c] (scale_stride 0: one scale).
-   mixed (+)= that * mask[c], as mix_dense_forward on the decoded term; rows of `mixed` are row_stride
-   apart (a depthwise term's kernels sit on the diagonal of a dense weight: (channels + 1) * size),
-   where the eager diagonal term adds the product (no fused multiply-add). */
+   mixed (+)= that * mask[c] (mix_levels_row); rows of `mixed` are row_stride apart (a depthwise term's
+   kernels sit on the diagonal of a dense weight: (channels + 1) * size). */
 void mix_levels_forward(const int8_t *restrict levels, const float *restrict scale, int64_t scale_stride,
                         const float *restrict mask, int64_t mask_stride, float *restrict mixed, int accumulate,
                         int64_t row_stride, int64_t channels, int64_t size) {
-    int diagonal = row_stride != size;
-    for (int64_t c = 0; c < channels; ++c) {
-        const int8_t *l = levels + c * size;
-        float *out = mixed + c * row_stride, s = scale[c * scale_stride], m = mask[c * mask_stride];
-        if (diagonal)
-            for (int64_t i = 0; i < size; ++i) out[i] = out[i] + ((float)l[i] * s) * m;
-        else if (accumulate)
-            for (int64_t i = 0; i < size; ++i) out[i] = fmaf((float)l[i] * s, m, out[i]);
-        else
-            for (int64_t i = 0; i < size; ++i) out[i] = ((float)l[i] * s) * m;
-    }
+    for (int64_t c = 0; c < channels; ++c)
+        mix_levels_row(levels + c * size, scale[c * scale_stride], mask[c * mask_stride], mixed + c * row_stride,
+                       size, row_stride != size, accumulate);
 }
 
-/* An int term of the mix encoded and mixed in one pass over the weight w [channels, size]: its levels as
-   int8 (|levels| <= 127) under the int weight quantizer's scale (returned), and mixed (+)= levels * scale
-   * mask[c] exactly as mix_levels_forward computes it from those levels; the scale goes to *scale_out. */
+/* An int term of the mix encoded and mixed row by row over the weight w [channels, size]: its levels as
+   int8 (|levels| <= 127) under the int weight quantizer's scale, then mixed from them as
+   mix_levels_forward mixes (while the row is in cache); the scale goes to *scale_out. */
 void mix_int_forward(const float *restrict w, int8_t *restrict levels, float *restrict scale_out, float low,
                      float high, const float *restrict mask, int64_t mask_stride, float *restrict mixed,
                      int accumulate, int64_t row_stride, int64_t channels, int64_t size) {
     float scale = int_weight_scale(w, channels * size, high), inverse = 1.0f / scale;
     *scale_out = scale;
-    int diagonal = row_stride != size;
     for (int64_t c = 0; c < channels; ++c) {
         const float *row = w + c * size;
         int8_t *l = levels + c * size;
-        float *out = mixed + c * row_stride, m = mask[c * mask_stride];
-        if (diagonal)
-            for (int64_t i = 0; i < size; ++i) {
-                float level = clamp_level(rintf(row[i] * inverse), low, high);
-                l[i] = (int8_t)level;
-                out[i] = out[i] + (level * scale) * m;
-            }
-        else if (accumulate)
-            for (int64_t i = 0; i < size; ++i) {
-                float level = clamp_level(rintf(row[i] * inverse), low, high);
-                l[i] = (int8_t)level;
-                out[i] = fmaf(level * scale, m, out[i]);
-            }
-        else
-            for (int64_t i = 0; i < size; ++i) {
-                float level = clamp_level(rintf(row[i] * inverse), low, high);
-                l[i] = (int8_t)level;
-                out[i] = (level * scale) * m;
-            }
+        for (int64_t i = 0; i < size; ++i) l[i] = (int8_t)clamp_level(rintf(row[i] * inverse), low, high);
+        mix_levels_row(l, scale, mask[c * mask_stride], mixed + c * row_stride, size, row_stride != size,
+                       accumulate);
     }
 }
 

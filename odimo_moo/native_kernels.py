@@ -275,21 +275,37 @@ def mix_dense_backward(grad: torch.Tensor, term: torch.Tensor, mask: torch.Tenso
     return grad_term
 
 
+def _row_stride(term: torch.Tensor, diagonal: bool) -> int:
+    """How far apart in the mixed weight the rows of an encoded term ``[C, ...]`` are: a row of the
+    weight, or with ``diagonal`` a row plus one kernel (the kernels sit at ``[c, c]``)."""
+    size = term.numel() // term.shape[0]
+    return (term.shape[0] + 1) * size if diagonal else size
+
+
+def _mix_target(mixed: torch.Tensor | None, term: torch.Tensor, shape: torch.Size,
+                diagonal: bool) -> tuple[torch.Tensor, int, int]:
+    """The float32 weight an encoded term ``term`` (``[C, ...]``) is mixed into -- ``mixed``, or a new one
+    of ``shape``: zeros under a diagonal term, which adds -- whether the kernel adds into it, and its
+    :func:`_row_stride`."""
+    row_stride = _row_stride(term, diagonal)
+    if mixed is not None:
+        return mixed, 1, row_stride
+    if diagonal:
+        return torch.zeros(shape, dtype=torch.float32), 1, row_stride
+    return torch.empty_like(term, dtype=torch.float32), 0, row_stride
+
+
 def mix_levels_forward(levels: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor, column: int,
                        mixed: torch.Tensor | None, shape: torch.Size, diagonal: bool) -> torch.Tensor:
     """:func:`mix_dense_forward` of the term ``levels * scale`` (``levels``: int8 ``[C, ...]``; ``scale``:
     ``[C]`` or one float32 value) into a weight of ``shape``, without decoding the term first: levels in
     ``shape``, or with ``diagonal`` a depthwise term's ``[C, kh, kw]`` kernels on the diagonal of a
     ``[C, C, kh, kw]`` shape (added as the eager diagonal term adds)."""
-    channels, size = levels.shape[0], levels.numel() // levels.shape[0]
-    if mixed is None:
-        mixed = (torch.zeros if diagonal else torch.empty)(shape, dtype=torch.float32)
-        accumulate = int(diagonal)
-    else:
-        accumulate = 1
-    _kernels().mix_levels_forward(levels.data_ptr(), scale.data_ptr(), int(scale.numel() > 1), _column(mask, column),
-                                  mask.stride(0), mixed.data_ptr(), accumulate,
-                                  (channels + 1) * size if diagonal else size, channels, size)
+    mixed, accumulate, row_stride = _mix_target(mixed, levels, shape, diagonal)
+    channels = levels.shape[0]
+    _kernels().mix_levels_forward(_pointer(levels), _pointer(scale), int(scale.numel() > 1), _column(mask, column),
+                                  mask.stride(0), _pointer(mixed), accumulate, row_stride, channels,
+                                  levels.numel() // channels)
     return mixed
 
 
@@ -300,16 +316,12 @@ def mix_int_forward(weight: torch.Tensor, low: int, high: int, mask: torch.Tenso
     encoding and mixing in one pass: returns ``(mixed, levels, scale)``, the levels as int8 in the
     weight's shape and the scale as a one-element float32 tensor (``diagonal``: ``weight`` is a
     depthwise term's ``[C, 1, kh, kw]`` kernels)."""
-    channels, size = weight.shape[0], weight.numel() // weight.shape[0]
+    mixed, accumulate, row_stride = _mix_target(mixed, weight, shape, diagonal)
+    channels = weight.shape[0]
     levels, scale = torch.empty_like(weight, dtype=torch.int8), torch.empty(1)
-    if mixed is None:
-        mixed = torch.zeros(shape) if diagonal else torch.empty_like(weight)
-        accumulate = int(diagonal)
-    else:
-        accumulate = 1
     _kernels().mix_int_forward(_pointer(weight), _pointer(levels), _pointer(scale), low, high, _column(mask, column),
-                               mask.stride(0), _pointer(mixed), accumulate, (channels + 1) * size if diagonal else size,
-                               channels, size)
+                               mask.stride(0), _pointer(mixed), accumulate, row_stride, channels,
+                               weight.numel() // channels)
     return mixed, levels, scale
 
 
@@ -329,11 +341,11 @@ def levels_backward(grad: torch.Tensor, levels: torch.Tensor, scale: torch.Tenso
         out = torch.empty_like(levels, dtype=torch.float32)
     grad_scale = torch.empty(channels, dtype=torch.float32) if need_scale else None
     _kernels().levels_backward(
-        grad.data_ptr(), (channels + 1) * size if diagonal else size, factor, levels.data_ptr(), scale.data_ptr(),
-        int(scale.numel() > 1), None if largest is None else largest.data_ptr(), _column(mask, column), mask.stride(0),
-        out.data_ptr() if need_weight else None, added.data_ptr() if need_weight and added is not None else None,
+        _pointer(grad), _row_stride(levels, diagonal), factor, _pointer(levels), _pointer(scale),
+        int(scale.numel() > 1), None if largest is None else _pointer(largest), _column(mask, column), mask.stride(0),
+        _pointer(out) if need_weight else None, _pointer(added) if need_weight and added is not None else None,
         None if grad_mask is None else _column(grad_mask, column), 0 if grad_mask is None else grad_mask.stride(0),
-        None if grad_scale is None else grad_scale.data_ptr(), channels, size)
+        None if grad_scale is None else _pointer(grad_scale), channels, size)
     return (out if need_weight else None), grad_scale
 
 

@@ -141,6 +141,12 @@ class MixState(NamedTuple):
     saved: Sequence[torch.Tensor]
     has_largest: Sequence[bool]
 
+    @classmethod
+    def unpack(cls, tensors: Sequence[torch.Tensor], plan: tuple, inputs: int,
+               has_largest: Sequence[bool]) -> "MixState":
+        """The state a node saved as ``(mask, *inputs, *saved)`` (``inputs`` of them; see :func:`mix_forward`)."""
+        return cls(tensors[0], plan, tensors[1:1 + inputs], tensors[1 + inputs:], has_largest)
+
 
 def mix_forward(mixture: WeightMixture) -> tuple[torch.Tensor, list[torch.Tensor], list[bool]]:
     """The mixed weight of ``mixture``, the tensors its backward needs beyond the mixture's own (the
@@ -254,8 +260,7 @@ class _MixWeights(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        mask, *rest = ctx.saved_tensors
-        state = MixState(mask, ctx.plan, rest[:ctx.inputs], rest[ctx.inputs:], ctx.has_largest)
+        state = MixState.unpack(ctx.saved_tensors, ctx.plan, ctx.inputs, ctx.has_largest)
         grad_mask, grads = mix_backward(grad, state, ctx.needs_input_grad[0], ctx.needs_input_grad[3:])
         return (grad_mask, None, None, *grads)
 
